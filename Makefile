@@ -1,0 +1,57 @@
+# 《LLM推理优化实战》— 站点与示例代码的常用命令。
+# 在只有 Python 3.11+ 与 make 的新机器上：`make serve` 预览站点，`make test` 跑全部测试。
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+export NO_MKDOCS_2_WARNING := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help serve build test install lint figures notebooks clean
+
+help:
+	@echo "make serve      建虚拟环境、只装站点依赖，并在 http://127.0.0.1:8000 预览"
+	@echo "make test       装全部依赖，跑严格构建、目录与搜索测试、各章代码测试和 lint"
+	@echo "make build      严格构建静态站点到 site/"
+	@echo "make install    装各章示例代码（python -m chNN_... 可用）"
+	@echo "make figures    用各章代码重新生成文中的图"
+	@echo "make notebooks  重新执行练习笔记本并写回输出"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# 只装站点所需：不含 PyTorch。
+$(VENV)/.site: pyproject.toml | $(BIN)/python
+	$(PIP) install -e ".[site]"
+	@touch $@
+
+# 全部：站点 + 各章代码（含 torch==2.13.0）+ 测试与 lint 工具。
+$(VENV)/.all: pyproject.toml | $(BIN)/python
+	$(PIP) install -e ".[site,code,dev]"
+	@touch $@ $(VENV)/.site
+
+serve: $(VENV)/.site
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
+build: $(VENV)/.site
+	rm -rf .cache/mkdocs-jupyter
+	$(BIN)/mkdocs build --strict
+
+install: $(VENV)/.all
+
+lint: $(VENV)/.all
+	$(BIN)/ruff check code tests overrides
+	$(BIN)/ruff format --check code tests overrides
+
+test: $(VENV)/.all lint
+	$(BIN)/python -m pytest
+
+figures: $(VENV)/.all
+	$(BIN)/python -m ch01_economics plot --out docs/assets/figures/ch01-cost-decline.svg
+
+notebooks: $(VENV)/.all
+	$(BIN)/python tests/tools/run_notebooks.py --write
+
+clean:
+	rm -rf site .cache .pytest_cache
