@@ -48,7 +48,7 @@ test: $(VENV)/.all lint
 	$(BIN)/python -m pytest
 
 figures: $(VENV)/.all
-	$(BIN)/python -m ch01_economics plot --out docs/assets/figures/ch01-cost-decline.svg
+	$(BIN)/python -m ch01_economics plot --out docs/assets/figures/ch01-price-decline.svg
 
 notebooks: $(VENV)/.all
 	$(BIN)/python tests/tools/run_notebooks.py --write
