@@ -51,7 +51,7 @@ figures: $(VENV)/.all
 	$(BIN)/python -m ch01_economics plot --out docs/assets/figures/ch01-price-decline.svg
 
 notebooks: $(VENV)/.all
-	$(BIN)/python tests/tools/run_notebooks.py --write
+	$(BIN)/python tests/tools/notebooks.py --write
 
 clean:
 	rm -rf site .cache .pytest_cache
