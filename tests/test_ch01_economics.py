@@ -119,6 +119,7 @@ def test_module_runs_demo():
         ["cost", "--gpu-hourly-usd", "2", "--tokens-per-sec", "5", "--utilization", "2"],
         ["roi", "--monthly-gpu-usd", "1", "--speedup", "0.5", "--engineering-usd", "1"],
         ["human", "--hours", "30"],
+        ["human", "--hourly-usd", "30"],
         ["decline", "--start-price", "nan", "--end-price", "1", "--years", "1"],
     ],
 )

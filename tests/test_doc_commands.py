@@ -6,50 +6,26 @@
 
 from __future__ import annotations
 
-import re
-import shlex
-import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from conftest import DOCS, ROOT
 
-BLOCK = re.compile(
-    r"^(?P<indent>[ \t]*)```console[^\n]*\n(?P<body>.*?)^(?P=indent)```", re.M | re.S
-)
+sys.path.insert(0, str(Path(__file__).parent / "tools"))
+from console import DOCS, ROOT, find_runs, normalize, run  # noqa: E402
 
-
-def console_runs():
-    for page in sorted(DOCS.rglob("*.md")):
-        for block in BLOCK.finditer(page.read_text("utf-8")):
-            indent = len(block.group("indent"))
-            lines = [line[indent:] for line in block.group("body").splitlines()]
-            if not lines or not re.match(r"\$ python -m ch\d\d_", lines[0]):
-                continue
-            assert not any(line.startswith("$ ") for line in lines[1:]), (
-                f"{page}: 一个 console 块只放一条命令"
-            )
-            rel = page.relative_to(ROOT).as_posix()
-            yield pytest.param(lines[0][2:], "\n".join(lines[1:]), id=f"{rel}:{lines[0][2:60]}")
-
-
-RUNS = list(console_runs())
+RUNS = [r for page in sorted(DOCS.rglob("*.md")) for r in find_runs(page)]
 
 
 def test_book_shows_command_runs():
     assert len(RUNS) >= 5, "书中应当展示各章代码的真实运行"
 
 
-@pytest.mark.parametrize(("command", "expected"), RUNS)
-def test_console_block_matches_real_output(command, expected):
-    argv = shlex.split(command)
-    assert argv[0] == "python"
-    proc = subprocess.run(
-        [sys.executable, *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=120
+@pytest.mark.parametrize(
+    "r", RUNS, ids=[f"{r.page.relative_to(ROOT).as_posix()}:{r.command[:50]}" for r in RUNS]
+)
+def test_console_block_matches_real_output(r):
+    assert normalize(run(r.command)) == normalize(r.expected), (
+        f"{r.page.relative_to(ROOT)}：`{r.command}` 的输出与书中不一致"
+        "（确认后可运行 python tests/tools/console.py --write 改写）"
     )
-    actual = (proc.stdout + proc.stderr).rstrip("\n")
-
-    def clean(text: str) -> list[str]:
-        return [line.rstrip() for line in text.strip("\n").splitlines()]
-
-    assert clean(actual) == clean(expected), f"`{command}` 的输出与书中不一致"

@@ -99,6 +99,8 @@ def cmd_decline(args: argparse.Namespace) -> None:
 
 
 def cmd_human(args: argparse.Namespace) -> None:
+    if (args.hourly_usd is None) != (args.model_usd_per_m is None):
+        raise ValueError("成本口径需要同时给出 --hourly-usd 和 --model-usd-per-m")
     per_day = human_tokens_per_day(args.tokens_per_minute, args.hours)
     print(
         f"人：每分钟 {args.tokens_per_minute:g} token × {args.hours:g} 小时"
@@ -106,7 +108,7 @@ def cmd_human(args: argparse.Namespace) -> None:
     )
     if args.machine_tokens_per_sec:
         ratio = human_equivalents(args.machine_tokens_per_sec, per_day)
-        print(f"产量口径：{args.machine_tokens_per_sec:g} tok/s 全天运行 = {ratio:,.0f} 人")
+        print(f"产量口径：{args.machine_tokens_per_sec:,.0f} tok/s 全天运行 = {ratio:,.0f} 人")
     if args.hourly_usd and args.model_usd_per_m:
         ratio = cost_ratio(args.hourly_usd, args.tokens_per_minute, args.model_usd_per_m)
         human_usd = args.hourly_usd / (args.tokens_per_minute * 60) * 1e6
@@ -133,7 +135,8 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print(f"已写入 {plot_price_decline(args.out)}")
 
 
-# 演示用的模型价格（美元 / 百万 token，输入:输出按 3:1 加权），出处见书中 1.1 节脚注。
+# 演示用的模型价格（美元 / 百万 token），出处见书中 1.1 节脚注。DeepSeek-R1 与 o1-preview
+# 按输入:输出 3:1 加权；Llama 3.2 3B 是 a16z 取的输入、输出平均价。
 DEMO_MODEL_PRICES = {
     "Llama 3.2 3B（a16z, 2024-11）": 0.06,
     "DeepSeek-R1 首发价（2025-01）": 0.96,
@@ -144,10 +147,10 @@ DEMO_MODEL_PRICES = {
 def cmd_demo(_: argparse.Namespace) -> None:
     """演示：每个数字都是下面写明的假设代入公式算出的，不是测量值。"""
     print("== 人类当量（成本口径）：人写 100 万 token 的成本 / 模型价格 ==")
-    print("假设：人每分钟输出 200 token；时薪分别为 $10 与 $50")
+    print("假设：人每分钟输出 200 token；两列倍数分别对应时薪 $10 与 $50")
     for model, price in DEMO_MODEL_PRICES.items():
         ratios = [cost_ratio(wage, 200, price) for wage in (10, 50)]
-        print(f"  {model:<28} ${price:>6g}  {ratios[0]:>8,.0f} 倍  {ratios[1]:>8,.0f} 倍")
+        print(f"  ${price:>6g}  {ratios[0]:>8,.0f} 倍  {ratios[1]:>8,.0f} 倍  {model}")
     print()
     print("== 每百万 token 的 GPU 成本 ==")
     print("假设：单卡 $2.00/h，利用率 50%，满载吞吐如下")

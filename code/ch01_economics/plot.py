@@ -23,7 +23,7 @@ def plot_price_decline(out: Path, reference_factor: float = 10.0) -> Path:
     plt.rcParams["svg.hashsalt"] = "llm-inference-book"
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=100)
     series = load_price_series()
-    for s in series:
+    for k, s in enumerate(series):
         label = f"{s.label}: {s.annual_factor():.0f}x / year"
         (line,) = ax.plot(s.months, s.prices, marker="o", label=label)
         for i, (month, price, model) in enumerate(zip(s.months, s.prices, s.models, strict=True)):
@@ -32,7 +32,7 @@ def plot_price_decline(out: Path, reference_factor: float = 10.0) -> Path:
                 model,
                 (month, price),
                 textcoords="offset points",
-                xytext=(-8, -12 if last else 4),
+                xytext=(-8, (6 if k % 2 else -12) if last else 4),
                 ha="right" if last else "left",
                 fontsize=7,
                 color=line.get_color(),

@@ -18,8 +18,24 @@ class GpuSpec:
 
 GPUS = {
     "a100-80gb": GpuSpec(
-        "NVIDIA A100 80GB SXM", 80, 2039, 312, "NVIDIA A100 Tensor Core GPU Datasheet"
+        "NVIDIA A100 80GB SXM",
+        80,
+        2039,
+        312,
+        "NVIDIA A100 Tensor Core GPU Datasheet, https://www.nvidia.com/en-us/data-center/a100/",
     ),
-    "h100-sxm": GpuSpec("NVIDIA H100 SXM", 80, 3350, 989, "NVIDIA H100 Tensor Core GPU Datasheet"),
-    "h200-sxm": GpuSpec("NVIDIA H200 SXM", 141, 4800, 989, "NVIDIA H200 Tensor Core GPU Datasheet"),
+    "h100-sxm": GpuSpec(
+        "NVIDIA H100 SXM",
+        80,
+        3350,
+        989,
+        "NVIDIA H100 Tensor Core GPU Datasheet, https://www.nvidia.com/en-us/data-center/h100/",
+    ),
+    "h200-sxm": GpuSpec(
+        "NVIDIA H200 SXM",
+        141,
+        4800,
+        989,
+        "NVIDIA H200 Tensor Core GPU Datasheet, https://www.nvidia.com/en-us/data-center/h200/",
+    ),
 }
