@@ -31,7 +31,7 @@ def test_70b_on_one_80gb_gpu_must_quantize_or_shard():
     assert [a.level for a in advice[:2]] == ["必须", "必须"]
     assert {advice[0].section, advice[1].section} == {"7.3", "9.2"}
     assert "35.0 GB" in advice[0].reason  # 4 bit 方案
-    assert "3 张" in advice[1].reason  # ceil(140 / (72 × 0.7)) = 3
+    assert "4 张" in advice[1].reason  # ceil(140 / (72 × 0.7)) = 3，向上取 2 的幂为 4
 
 
 def test_small_model_on_big_gpu_needs_no_memory_fix():

@@ -117,7 +117,8 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 
 def report(s: Scenario) -> str:
     floor = decode_floor_ms(s.active, s.weight_bits, s.gpu.bandwidth_gbps, s.num_gpus)
-    prefill = prefill_ms(s.active, s.prompt_tokens, s.gpu.bf16_tflops, s.num_gpus)
+    uncached = max(1, round(s.prompt_tokens * (1 - s.shared_prefix)))
+    prefill = prefill_ms(s.active, uncached, s.gpu.bf16_tflops, s.num_gpus)
     kind = f"MoE，激活 {s.active / 1e9:g}B" if s.active_params else "稠密"
     lines = [
         f"模型：{s.params / 1e9:g}B 参数（{kind}），{s.weight_bits} bit 权重 "
@@ -126,7 +127,7 @@ def report(s: Scenario) -> str:
         f"{s.gpu.bandwidth_gbps:g} GB/s；"
         f"可用显存 {s.usable_gb:.1f} GB（按 {s.usable_fraction:.0%} 计）",
         f"解码下限：{floor:.1f} ms/token（每步读一遍激活权重）",
-        f"预填充估算：{prefill:.0f} ms（{s.prompt_tokens} token，50% MFU）",
+        f"预填充估算：{prefill:.0f} ms（{uncached} 个未命中缓存的 token，BF16 峰值算力的 50%）",
         "",
     ]
     advice = recommend(s)

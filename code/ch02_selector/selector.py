@@ -13,15 +13,15 @@ from .gpus import GpuSpec
 # 推荐里引用的章节（编号与 V7.0 目录一致）。
 SECTIONS = {
     "3.3": "显存计算公式",
-    "5.4": "KV Cache优化技术",
-    "6.3": "动态批处理 (Continuous Batching)",
+    "5.4": "KV Cache 优化技术",
+    "6.3": "动态批处理（Continuous Batching）",
     "6.6": "实战配置",
-    "6.7": "Prefill-Decode分离（PD分离）",
+    "6.7": "Prefill-Decode 分离（PD 分离）",
     "7.3": "常用量化格式（INT4、FP4、FP8、NVFP4）",
-    "7.5": "KV Cache量化",
+    "7.5": "KV Cache 量化",
     "8.2": "投机采样原理",
     "9.2": "部署架构设计",
-    "10.3": "MoE模型推理优化",
+    "10.3": "MoE 模型推理优化",
 }
 
 
@@ -106,12 +106,16 @@ def recommend(s: Scenario) -> list[Advice]:
         )
         per_gpu = s.gpu.memory_gb * s.usable_fraction
         need = math.ceil(weights / (per_gpu * 0.7))  # 给 KV Cache 留 30%
+        need = 2 ** math.ceil(math.log2(need))  # 并行度通常取 2 的幂，才能整除注意力头数
+        how = "专家并行（EP）" if s.active_params else "张量并行（TP）"
+        keep = "不量化" if s.weight_bits == 16 else f"保持 {s.weight_bits} bit 精度"
         advice.append(
             Advice(
                 "必须",
-                "多卡张量并行",
+                f"多卡{how}",
                 "9.2",
-                f"不量化则至少需要 {need} 张 {s.gpu.name}，才能在放下权重后给 KV Cache 留约 30%",
+                f"{keep}则至少需要 {need} 张 {s.gpu.name}（取 2 的幂），"
+                "才能在放下权重后给 KV Cache 留约 30%",
             )
         )
     elif s.usable_gb - weights < 0.3 * s.usable_gb:
