@@ -75,6 +75,16 @@ def test_decline_conversions():
     assert 20 / factor**1.92 == pytest.approx(0.07)
 
 
+def test_doubling_time():
+    from ch01_economics.decline import doubling_time
+
+    assert doubling_time(0.02) == pytest.approx(35.0, abs=0.05)
+    # 翻倍时间内按复利增长恰好两倍
+    assert (1.07) ** doubling_time(0.07) == pytest.approx(2)
+    with pytest.raises(ValueError):
+        doubling_time(0)
+
+
 def test_human_equivalents():
     assert human_tokens_per_day(200, 8) == 96_000
     # 1 tok/s 全天 = 86,400 token；人一天 86,400 token -> 1 人
@@ -120,6 +130,7 @@ def test_module_runs_demo():
         ["roi", "--monthly-gpu-usd", "1", "--speedup", "0.5", "--engineering-usd", "1"],
         ["human", "--hours", "30"],
         ["human", "--hourly-usd", "30"],
+        ["growth", "-0.02"],
         ["decline", "--start-price", "nan", "--end-price", "1", "--years", "1"],
     ],
 )

@@ -6,7 +6,15 @@ import subprocess
 import sys
 
 import pytest
-from ch02_selector import GPUS, Scenario, decode_floor_ms, prefill_ms, recommend, weight_gb
+from ch02_selector import (
+    GPUS,
+    Scenario,
+    decode_floor_ms,
+    expert_coverage,
+    prefill_ms,
+    recommend,
+    weight_gb,
+)
 from ch02_selector.cli import main
 from conftest import assert_clean_cli_error
 
@@ -69,6 +77,14 @@ def test_moe_uses_active_params_for_speed_and_total_for_memory():
     assert decode_floor_ms(moe.active, 8, 4800, 8) < decode_floor_ms(moe.params, 8, 4800, 8)
 
 
+def test_expert_coverage():
+    assert expert_coverage(8, 256, 1) == pytest.approx(8 / 256)  # 单个 token：只读激活的专家
+    assert expert_coverage(8, 256, 64) == pytest.approx(1 - (248 / 256) ** 64)  # ≈ 0.87
+    assert expert_coverage(8, 256, 4096) > 0.999  # 大批量几乎全读
+    with pytest.raises(ValueError):
+        expert_coverage(9, 8, 1)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -92,6 +108,9 @@ def test_scenario_validation(kwargs):
         ["--params", "7e9", "--num-gpus", "0"],
         ["--params", "7e9", "--shared-prefix", "1.5"],
         ["--params", "7e9", "--gpu", "tpu"],
+        ["--params", "7e9", "--experts", "8"],
+        ["--params", "7e9", "--experts", "8", "--experts-per-token", "2"],
+        ["--params", "7e9", "--active-params", "1e9", "--experts", "8", "--experts-per-token", "9"],
         [],
     ],
 )

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .cost import cost_per_million_tokens
-from .decline import annual_factor, decline_per_year
+from .decline import annual_factor, decline_per_year, doubling_time
 from .human import cost_ratio, human_equivalents, human_tokens_per_day
 from .prices import load_price_series
 from .roi import breakeven_tokens_per_month, optimization_payback
@@ -96,6 +96,11 @@ def cmd_decline(args: argparse.Namespace) -> None:
     total = args.start_price / args.end_price
     print(f"{args.years:g} 年共下降 {total:,.1f} 倍")
     print(f"= 每年下降 {factor:.2f} 倍 = 每年降价 {decline_per_year(factor):.1%}")
+
+
+def cmd_growth(args: argparse.Namespace) -> None:
+    for rate in args.rates:
+        print(f"年增长 {rate:.1%} -> 翻一番需 {doubling_time(rate):.1f} 年")
 
 
 def cmd_human(args: argparse.Namespace) -> None:
@@ -204,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end-price", type=positive, required=True, help="结束价格")
     p.add_argument("--years", type=positive, required=True, help="经过的年数")
     p.set_defaults(func=cmd_decline)
+
+    p = sub.add_parser("growth", help="年增长率对应的翻倍时间")
+    p.add_argument("rates", type=positive, nargs="+", help="年增长率，如 0.02 表示 2%%")
+    p.set_defaults(func=cmd_growth)
 
     p = sub.add_parser("human", help="人类当量：产量口径与成本口径")
     p.add_argument(

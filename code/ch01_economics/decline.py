@@ -4,6 +4,8 @@
 把年化倍数换成“每年下降百分之几”，以及按年化倍数外推价格。
 """
 
+import math
+
 
 # --8<-- [start:decline]
 def annual_factor(start_price: float, end_price: float, years: float) -> float:
@@ -25,6 +27,13 @@ def project_prices(start_price: float, factor: float, years: int) -> list[float]
     if start_price <= 0 or factor <= 0 or years < 0:
         raise ValueError("start_price、factor 必须为正数，years 不能为负")
     return [start_price / factor**year for year in range(years + 1)]
+
+
+def doubling_time(growth_rate: float) -> float:
+    """年增长率 g 下，总量翻一番所需的年数：ln 2 / ln(1 + g)。"""
+    if growth_rate <= 0:
+        raise ValueError("growth_rate 必须为正数")
+    return math.log(2) / math.log1p(growth_rate)
 
 
 # --8<-- [end:decline]

@@ -6,7 +6,7 @@
 运行 ``python -m ch02_selector --help`` 查看所有参数。
 """
 
-from .estimates import decode_floor_ms, prefill_ms, weight_gb
+from .estimates import decode_floor_ms, expert_coverage, prefill_ms, weight_gb
 from .gpus import GPUS, GpuSpec
 from .selector import Advice, Scenario, recommend
 
@@ -16,6 +16,7 @@ __all__ = [
     "GpuSpec",
     "Scenario",
     "decode_floor_ms",
+    "expert_coverage",
     "prefill_ms",
     "recommend",
     "weight_gb",

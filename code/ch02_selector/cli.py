@@ -10,7 +10,7 @@ import argparse
 import math
 import sys
 
-from .estimates import decode_floor_ms, prefill_ms, weight_gb
+from .estimates import decode_floor_ms, expert_coverage, prefill_ms, weight_gb
 from .gpus import GPUS, GpuSpec
 from .selector import Scenario, recommend
 
@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="同时在途的请求数（默认 1）",
     )
+    p.add_argument("--experts", type=number("专家数", integer=True), help="MoE 每层路由专家数 E")
+    p.add_argument(
+        "--experts-per-token",
+        type=number("每 token 专家数", integer=True),
+        help="每个 token 选的专家数 k",
+    )
     p.add_argument(
         "--shared-prefix", type=share, default=0.0, help="请求间共享前缀占提示词的比例 [0, 1)"
     )
@@ -115,7 +121,17 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     )
 
 
-def report(s: Scenario) -> str:
+def moe_lines(s: Scenario, experts: int, k: int) -> list[str]:
+    """批量解码时 MoE 实际读取的专家比例，以及读完全部权重的时间（批量很大时的下限）。"""
+    coverage = expert_coverage(k, experts, s.concurrency)
+    full = decode_floor_ms(s.params, s.weight_bits, s.gpu.bandwidth_gbps, s.num_gpus)
+    return [
+        f"MoE 批量解码：{s.concurrency} 个 token 同批时约 {coverage:.0%} 的路由专家被读到"
+        f"（k={k}、E={experts}、路由均匀）；全部权重读一遍需 {full:.1f} ms",
+    ]
+
+
+def report(s: Scenario, moe: tuple[int, int] | None = None) -> str:
     floor = decode_floor_ms(s.active, s.weight_bits, s.gpu.bandwidth_gbps, s.num_gpus)
     uncached = max(1, round(s.prompt_tokens * (1 - s.shared_prefix)))
     prefill = prefill_ms(s.active, uncached, s.gpu.bf16_tflops, s.num_gpus)
@@ -128,8 +144,10 @@ def report(s: Scenario) -> str:
         f"可用显存 {s.usable_gb:.1f} GB（按 {s.usable_fraction:.0%} 计）",
         f"解码下限：{floor:.1f} ms/token（每步读一遍激活权重）",
         f"预填充估算：{prefill:.0f} ms（{uncached} 个未命中缓存的 token，BF16 峰值算力的 50%）",
-        "",
     ]
+    if moe:
+        lines += moe_lines(s, *moe)
+    lines.append("")
     advice = recommend(s)
     if not advice:
         lines.append("没有硬约束被触发：先用 vLLM/SGLang 默认配置上线，再按第 9 章监控调优。")
@@ -142,11 +160,20 @@ def report(s: Scenario) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    moe = None
+    if (args.experts is None) != (args.experts_per_token is None):
+        parser.error("--experts 与 --experts-per-token 需要同时给出")
+    if args.experts is not None:
+        if args.active_params is None:
+            parser.error("--experts 只对 MoE 模型有意义，请同时给出 --active-params")
+        if args.experts_per_token > args.experts:
+            parser.error("--experts-per-token 不能大于 --experts")
+        moe = (args.experts, args.experts_per_token)
     try:
         scenario = scenario_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
-    print(report(scenario))
+    print(report(scenario, moe))
     return 0
 
 

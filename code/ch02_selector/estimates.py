@@ -24,4 +24,14 @@ def prefill_ms(
     return flops / (tflops * 1e12 * num_gpus * mfu) * 1000
 
 
+def expert_coverage(experts_per_token: int, num_experts: int, batch_tokens: int) -> float:
+    """路由均匀时，一步解码里至少被一个 token 选中的路由专家比例：1 - (1 - k/E)^B。
+
+    “按激活参数算带宽”只对单个 token 成立；批量一大，几乎每个专家都要读一遍。
+    """
+    if not 0 < experts_per_token <= num_experts or batch_tokens < 1:
+        raise ValueError("需要 0 < experts_per_token <= num_experts，batch_tokens >= 1")
+    return 1 - (1 - experts_per_token / num_experts) ** batch_tokens
+
+
 # --8<-- [end:estimates]

@@ -204,7 +204,7 @@ def recommend(s: Scenario) -> list[Advice]:
                 "MoE 专家并行",
                 "10.3",
                 f"每个 token 只激活 {s.active_params / 1e9:.0f}B / {s.params / 1e9:.0f}B 参数，"
-                "权重显存按总量算、带宽和算力按激活量算",
+                "权重显存按总量算；带宽和算力只在小批量时按激活量算，批量大时几乎每个专家都要读",
             )
         )
     if s.concurrency >= 32 and s.prompt_tokens >= 2048 and s.p99_tpot_ms and s.p99_ttft_ms:
