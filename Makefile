@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 export NO_MKDOCS_2_WARNING := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help serve build test install lint figures notebooks clean
+.PHONY: help serve build test install lint figures model notebooks clean
 
 help:
 	@echo "make serve      建虚拟环境、只装站点依赖，并在 http://127.0.0.1:8000 预览"
@@ -17,6 +17,7 @@ help:
 	@echo "make install    装各章示例代码（python -m chNN_... 可用）"
 	@echo "make figures    用各章代码重新生成文中的图"
 	@echo "make notebooks  重新执行练习笔记本并写回输出"
+	@echo "make model      在本书正文上重新训练随书的小模型（约 15 分钟）"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,12 @@ test: $(VENV)/.all lint
 
 figures: $(VENV)/.all
 	$(BIN)/python -m ch01_economics plot --out docs/assets/figures/ch01-price-decline.svg
+	$(BIN)/python -m ch03_gpu plot --model llama-3-8b --gpu h100-sxm \
+		--out docs/assets/figures/ch03-roofline-h100.svg
+
+# 在本书正文上重新训练随书的小模型（2 核 CPU 约 15 分钟），写入 code/tinyllm/checkpoint。
+model: $(VENV)/.all
+	$(BIN)/python -m tinyllm.train --docs docs --out code/tinyllm/checkpoint
 
 notebooks: $(VENV)/.all
 	$(BIN)/python tests/tools/notebooks.py --write

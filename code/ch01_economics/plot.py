@@ -50,12 +50,19 @@ def plot_price_decline(out: Path, reference_factor: float = 10.0) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     fig.autofmt_xdate()
+    return save_figure(fig, out)
+
+
+# --8<-- [end:plot]
+
+
+def save_figure(fig, out: Path) -> Path:
+    """保存并关闭图。SVG 不写日期元数据，配合固定的 svg.hashsalt，同样的图每次逐字节相同。"""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, metadata={"Date": None} if out.suffix == ".svg" else {})
     plt.close(fig)
     return out
-
-
-# --8<-- [end:plot]

@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 
 from .estimates import decode_floor_ms, expert_coverage, prefill_ms, weight_gb
-from .gpus import GPUS, GpuSpec
+from .gpus import GPUS
 from .selector import Scenario, recommend
 
 
@@ -100,12 +101,11 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     memory = args.gpu_mem_gb or preset.memory_gb
     bandwidth = args.mem_bw_gbps or preset.bandwidth_gbps
     overridden = (memory, bandwidth) != (preset.memory_gb, preset.bandwidth_gbps)
-    gpu = GpuSpec(
+    gpu = dataclasses.replace(
+        preset,
         name=f"{preset.name}（规格按参数覆盖）" if overridden else preset.name,
         memory_gb=memory,
         bandwidth_gbps=bandwidth,
-        bf16_tflops=preset.bf16_tflops,
-        source=preset.source,
     )
     return Scenario(
         params=args.params,
