@@ -139,3 +139,12 @@ def test_cli_rejects_bad_input(capsys):
     assert_clean_cli_error(main, ["vram", "--model", "llama-3-70b", "--tp", "3"], capsys)
     assert_clean_cli_error(main, ["specs", "--price", "h100-sxm=abc"], capsys)
     assert_clean_cli_error(main, ["vram", "--config", "/nonexistent/config.json"], capsys)
+
+
+def test_spec_table_in_section_3_6_is_generated_from_the_data():
+    import re
+
+    page = (ROOT / "docs/ch03-gpu/03.6-gpu-specs.md").read_text("utf-8")
+    page_rows = [re.sub(r"\[\^[^\]]+\]", "", line) for line in page.splitlines()]  # 去掉脚注标记
+    for row in markdown_table(list(load_gpus().values())).splitlines():
+        assert row in page_rows, f"3.6 节的规格表与 gpus.yml 不一致：{row}"

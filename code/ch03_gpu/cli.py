@@ -31,6 +31,8 @@ from .vram import DTYPE_BYTES, GB, estimate, kv_bytes_per_token, load_models, ma
 
 # 每个 CUDA kernel 的启动开销：NVIDIA 驱动 + 运行时的一次提交约 4–6 µs（见 3.5 节出处），取 5 µs。
 DEFAULT_GPU_OVERHEAD_US = 5.0
+# 与 vLLM 0.33.0 的 --gpu-memory-utilization 默认值一致（vllm/config/cache.py）。
+DEFAULT_UTILIZATION = 0.92
 
 
 def model_choices() -> list[str]:
@@ -48,6 +50,10 @@ def resolve_model(args) -> tuple[str, ModelConfig]:
         return "tinyllm (default)", PRESETS["default"]
     name, cfg, _ = load_models()[args.model]
     return name, cfg
+
+
+def params_text(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e8 else f"{n / 1e6:.1f}M"
 
 
 def gb(x: float) -> str:
@@ -72,7 +78,7 @@ def cmd_vram(args) -> None:
     )
     kind = {1: "MQA", cfg.num_attention_heads: "MHA"}.get(cfg.num_key_value_heads, "GQA")
     print(
-        f"模型：{name}，{cfg.num_parameters() / 1e9:.2f}B 参数，{cfg.num_hidden_layers} 层，"
+        f"模型：{name}，{params_text(cfg.num_parameters())} 参数，{cfg.num_hidden_layers} 层，"
         f"{cfg.num_attention_heads} 个 Q 头 / {cfg.num_key_value_heads} 个 KV 头（{kind}）"
     )
     print(f"精度：权重 {args.dtype}，KV Cache {kv_dtype}；张量并行 TP={args.tp}（以下为每卡）")
@@ -129,18 +135,24 @@ def cmd_specs(args) -> None:
 
 # --8<-- [start:price-performance]
 def print_price_performance(args) -> None:
-    """带宽受限的解码：每步读一遍权重，batch 条请求共享这一次读取。"""
+    """带宽受限的解码：每步读一遍权重和全部 KV，batch 条请求共享这一次读取。"""
     name, cfg = resolve_model(args)
     gpus = load_gpus()
-    weights = estimate(cfg, 1, 1, args.dtype).weights
-    print(f"\n性价比：{name}（{args.dtype}），批量 {args.batch}，解码按带宽上限估算")
+    step = decode(cfg, args.batch, args.context, args.dtype)  # 一步解码要搬运的字节
+    need = estimate(
+        cfg, args.context, args.batch, args.dtype
+    ).total  # 显存账（vram 子命令同一公式）
+    print(
+        f"\n性价比：{name}（{args.dtype}），批量 {args.batch}、上下文 {args.context}，"
+        "解码按带宽上限估算"
+    )
     print(f"{'GPU':<26}{'$/小时':>8}{'tok/s 上限':>12}{'$/百万 token':>14}")
     for key, usd in args.price:
         g = gpus[key]
-        if g.bandwidth_gbps is None or weights > g.memory_gb * GB * 0.9:
+        if g.bandwidth_gbps is None or need > g.memory_gb * GB * DEFAULT_UTILIZATION:
             print(f"{g.name:<26}{usd:>8.2f}{'放不下或缺带宽数据':>20}")
             continue
-        tok_s = args.batch / (weights / (g.bandwidth_gbps * 1e9))
+        tok_s = args.batch / (step.bytes / (g.bandwidth_gbps * 1e9))
         usd_per_m = cost_per_million_tokens(usd, tok_s)
         print(f"{g.name:<26}{usd:>8.2f}{tok_s:>12,.0f}{usd_per_m:>14.3f}")
     # --8<-- [end:price-performance]
@@ -161,7 +173,7 @@ def hardware(args) -> Hardware:
 
 def workloads(args, cfg: ModelConfig):
     """三个工作负载及其形状 (batch, 新 token 数, 历史长度)，形状用于实测。"""
-    dtype = "fp32" if args.measure else "bf16"
+    dtype = "fp32" if args.measure else args.dtype  # 实测本机时按 fp32（CPU 上跑的就是 fp32）
     return [
         (prefill(cfg, 1, args.prompt, dtype), (1, args.prompt, 0)),
         (decode(cfg, 1, args.prompt, dtype), (1, 1, args.prompt)),
@@ -205,8 +217,9 @@ def cmd_plot(args) -> None:
 
 def cmd_monitor(args) -> None:
     stop = threading.Event()
+    worker = threading.Thread(target=busy_model, args=(stop,), daemon=True)
     if args.load:
-        threading.Thread(target=busy_model, args=(stop,), daemon=True).start()
+        worker.start()
     try:
         import pynvml
 
@@ -221,13 +234,19 @@ def cmd_monitor(args) -> None:
             print(format_sample(s), flush=True)
     finally:
         stop.set()
+        if worker.is_alive():
+            worker.join()  # 等后台生成结束再退出：线程还在 PyTorch 里时退出进程会崩溃
 
 
 def busy_model(stop: threading.Event) -> None:
     """后台负载：让本书的小模型不停地生成，监控曲线才有起伏。"""
     from tinyllm import ByteTokenizer, generate, load_default
 
-    model, tok = load_default(), ByteTokenizer()
+    try:
+        model, tok = load_default(), ByteTokenizer()
+    except FileNotFoundError as e:
+        print(f"后台负载没有启动：{e}", file=sys.stderr)
+        return
     while not stop.is_set():
         generate(model, tok.encode("显存"), 32)
 
@@ -270,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--utilization",
         type=number("显存占比", upper=1.0),
-        default=0.92,
+        default=DEFAULT_UTILIZATION,
         help="可用显存比例（对应 vLLM 的 --gpu-memory-utilization；vLLM 0.33.0 默认 0.92）",
     )
     v.set_defaults(func=cmd_vram)
@@ -286,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model_args(s)
     s.add_argument("--batch", type=number("批量", integer=True), default=32)
+    s.add_argument(
+        "--context",
+        type=number("上下文长度", integer=True),
+        default=1024,
+        help="性价比按每条请求已有多少 token 的 KV 计算（默认 1024）",
+    )
     s.set_defaults(func=cmd_specs, model="llama-3-8b")
 
     for name, fn, helptext in (

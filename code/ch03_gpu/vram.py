@@ -89,12 +89,14 @@ def estimate(
         raise ValueError("context、batch、chunk_tokens、tp 都必须是正整数")
     if cfg.num_key_value_heads % tp and tp % cfg.num_key_value_heads:
         raise ValueError(f"tp={tp} 与 KV 头数 {cfg.num_key_value_heads} 不能整除对齐")
+    # 权重量化（W8A16、W4A16）不改变激活的精度：激活按 16 位计
+    act = dtype if dtype in ("fp32", "bf16", "fp16") else "bf16"
     # tp 超过 KV 头数时每卡仍至少存 1 个完整的 KV 头（头被复制而不是切开）
     kv_share = max(1.0 / tp, 1.0 / cfg.num_key_value_heads)
     return Budget(
         weights=weight_bytes(cfg, dtype) / tp,
         kv_cache=kv_cache_bytes(cfg, context, batch, kv_dtype or dtype) * kv_share,
-        activations=activation_bytes(cfg, min(chunk_tokens, context * batch), batch, dtype) / tp,
+        activations=activation_bytes(cfg, min(chunk_tokens, context * batch), batch, act) / tp,
         overhead=overhead_gb * GB,
     )
 

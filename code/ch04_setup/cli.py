@@ -19,6 +19,7 @@ from ch02_selector.cli import number
 from . import doctor
 
 ERRORS = Path(__file__).parent / "data" / "errors.yml"
+REPLACEMENT = "\ufffd"  # 生成长度截断在半个汉字上时，解码出的替换字符不显示
 
 
 @cache
@@ -63,7 +64,7 @@ def cmd_generate(args) -> int:
         generate_batch(model, tok, args.prompt_list, args.max_new_tokens),
         strict=True,
     ):
-        print(f"[{prompt}] → {text}")
+        print(f"[{prompt}] → {text.rstrip(REPLACEMENT)}")
     return 0
 
 
@@ -73,7 +74,7 @@ def cmd_stream(args) -> int:
     model, tok = load(args.model)
     print(args.prompt_list[0], end="", flush=True)
     for piece in stream(model, tok, args.prompt_list[0], args.max_new_tokens):
-        print(piece, end="", flush=True)  # 每拿到一段就立刻显示
+        print(piece.rstrip(REPLACEMENT), end="", flush=True)  # 每拿到一段就立刻显示
     print()
     return 0
 

@@ -74,8 +74,10 @@ def check_driver_and_gpus() -> tuple[Check, list[Check]]:
         return Check("驱动", WARN, "未安装 nvidia-ml-py", "pip install nvidia-ml-py"), []
     try:
         pynvml.nvmlInit()
-    except pynvml.NVMLError as e:  # 没有驱动时是 NVMLError_LibraryNotFound
+    except pynvml.NVMLError_LibraryNotFound as e:  # 没有驱动：这台机器本来就没有 NVIDIA GPU
         return Check("驱动", WARN, f"NVML 不可用：{e}", "无 NVIDIA GPU 时可忽略"), []
+    except pynvml.NVMLError as e:  # 有驱动库却初始化失败：驱动坏了或容器没拿到设备
+        return Check("驱动", FAIL, f"NVML 初始化失败：{e}", "运行 nvidia-smi 查看驱动状态"), []
     try:
         driver = Check("驱动", OK, f"NVIDIA 驱动 {pynvml.nvmlSystemGetDriverVersion()}")
         gpus = []
@@ -115,6 +117,7 @@ def check_disk(path: Path, min_gb: float) -> Check:
 
 def check_port(host: str, port: int) -> Check:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # 与 vLLM 绑定端口的方式一致
         try:
             s.bind((host, port))
         except OSError as e:  # Linux 上端口被占是 [Errno 98] Address already in use
@@ -127,7 +130,8 @@ def check_port(host: str, port: int) -> Check:
 def run_all(disk_path: Path, min_disk_gb: float, host: str, port: int) -> list[Check]:
     torch_check, cuda_check = check_torch()
     driver, gpus = check_driver_and_gpus()
-    if cuda_check.status == FAIL and not gpus:  # 机器上本来就没有 GPU：CUDA 不可用不算故障
+    no_gpu_machine = driver.status == WARN and not gpus  # 找不到驱动库：本来就没有 GPU
+    if cuda_check.status == FAIL and no_gpu_machine:  # CUDA 版 PyTorch 装在无 GPU 的机器上
         cuda_check = Check("CUDA", WARN, cuda_check.detail + "；本机没有 NVIDIA GPU")
     return [
         check_python(),

@@ -16,11 +16,13 @@ import torch
 from tinyllm import DEFAULT_DIR
 from transformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer
 from transformers.generation.streamers import BaseStreamer
+from transformers.utils import logging as hf_logging
 
 
 # --8<-- [start:load]
 def load(model_id: str = str(DEFAULT_DIR), device: str = "cpu"):
     """返回 (model, tokenizer)。批量推理要左填充：新 token 接在每行的最右边。"""
+    hf_logging.disable_progress_bar()  # 不显示“Loading weights”进度条
     tok = AutoTokenizer.from_pretrained(model_id)
     tok.padding_side = "left"
     if tok.pad_token is None:  # 很多模型没有 pad token，借用 eos

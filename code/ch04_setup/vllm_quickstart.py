@@ -48,7 +48,7 @@ def offline(model: str, prompts: list[str], max_tokens: int = 64, max_model_len:
 def chat(base_url: str, model: str, prompt: str, api_key: str = "EMPTY", max_tokens: int = 128):
     """用官方 openai 客户端流式调用 vllm serve 的 /v1/chat/completions。"""
     try:
-        from openai import APIConnectionError, OpenAI
+        from openai import APIConnectionError, APIStatusError, OpenAI
     except ImportError:
         raise Unavailable("没有安装 openai 客户端：pip install openai") from None
     client = OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=60)
@@ -65,4 +65,6 @@ def chat(base_url: str, model: str, prompt: str, api_key: str = "EMPTY", max_tok
                 yield chunk.choices[0].delta.content
     except APIConnectionError:
         raise Unavailable(f"连不上 {base_url}：先用 vllm serve 启动服务（见 4.3 节）") from None
+    except APIStatusError as e:  # 401：API key 不对；404：模型名与 --served-model-name 不符
+        raise Unavailable(f"服务端返回 HTTP {e.status_code}：{e.message}") from None
     # --8<-- [end:client]

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         first_at = first_at or time.perf_counter()
         out.append(token)
     done = time.perf_counter()
-    print(args.prompt + tok.decode(out))
+    print(args.prompt + tok.decode(out).rstrip("\ufffd"))  # 末尾被截断的半个汉字不显示
     if not args.quiet:
         n = model.config.num_parameters()
         tpot = (done - first_at) / max(1, len(out) - 1) * 1e3

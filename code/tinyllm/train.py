@@ -59,6 +59,7 @@ def lr_at(step: int, tc: TrainConfig) -> float:
     return tc.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 
+# --8<-- [start:train-loop]
 def train(data: bytes, cfg: ModelConfig, tc: TrainConfig, log=sys.stderr) -> tuple[TinyLLM, dict]:
     torch.manual_seed(tc.seed)
     torch.set_num_threads(tc.threads)
@@ -112,6 +113,7 @@ def train(data: bytes, cfg: ModelConfig, tc: TrainConfig, log=sys.stderr) -> tup
         "torch": torch.__version__,
     }
     return model, report
+    # --8<-- [end:train-loop]
 
 
 def main(argv: list[str] | None = None) -> int:
