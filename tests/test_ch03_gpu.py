@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from ch03_gpu.cli import main
 from ch03_gpu.roofline import Hardware, classify, decode, measure_overhead_us, prefill
@@ -15,7 +17,7 @@ from ch03_gpu.vram import (
     weight_bytes,
 )
 from conftest import ROOT, assert_clean_cli_error
-from tinyllm import PRESETS, ModelConfig, TinyLLM
+from tinyllm import PRESETS, TinyLLM
 
 LLAMA8 = load_models()["llama-3-8b"][1]
 LLAMA70 = load_models()["llama-3-70b"][1]
@@ -41,7 +43,7 @@ def test_weights_and_kv_cache_match_hand_calculation():
 
 @pytest.mark.parametrize("kv_heads, kib", [(32, 512), (8, 128), (1, 16)], ids=["MHA", "GQA", "MQA"])
 def test_kv_per_token_scales_with_kv_heads(kv_heads, kib):
-    cfg = ModelConfig(**{**LLAMA8.__dict__, "num_key_value_heads": kv_heads})
+    cfg = dataclasses.replace(LLAMA8, num_key_value_heads=kv_heads)
     assert kv_bytes_per_token(cfg, "bf16") == kib * 1024
 
 

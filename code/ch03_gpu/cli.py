@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import threading
@@ -64,7 +65,7 @@ def gb(x: float) -> str:
 def cmd_vram(args) -> None:
     name, cfg = resolve_model(args)
     if args.kv_heads:
-        cfg = ModelConfig(**{**cfg.__dict__, "num_key_value_heads": args.kv_heads})
+        cfg = dataclasses.replace(cfg, num_key_value_heads=args.kv_heads)  # 重新校验
     kv_dtype = args.kv_dtype or args.dtype
     b = estimate(
         cfg,

@@ -35,12 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--max-new-tokens 必须是正整数")
     if args.temperature < 0:
         p.error("--temperature 不能为负")
-    if args.top_k is not None and not 0 < args.top_k <= 259:
-        p.error("--top-k 必须在 1–259 之间")
     try:
         model = load_pretrained(args.model)
     except (FileNotFoundError, ValueError) as e:
         p.error(str(e))
+    vocab = model.config.vocab_size
+    if args.top_k is not None and not 0 < args.top_k <= vocab:
+        p.error(f"--top-k 必须在 1–{vocab} 之间")
     tok = ByteTokenizer()
     torch.manual_seed(args.seed)
     prompt = tok.encode(args.prompt)
