@@ -52,6 +52,9 @@ figures: $(VENV)/.all
 	$(BIN)/python -m ch01_economics plot --out docs/assets/figures/ch01-price-decline.svg
 	$(BIN)/python -m ch03_gpu plot --model llama-3-8b --gpu h100-sxm \
 		--out docs/assets/figures/ch03-roofline-h100.svg
+	$(BIN)/python -m ch05_kv_cache steps --plot docs/assets/figures/ch05-time-per-token.svg
+	$(BIN)/python -m ch06_scheduling compare --plot docs/assets/figures/ch06-batching-timeline.svg
+	$(BIN)/python -m ch06_scheduling pd --plot docs/assets/figures/ch06-pd-vs-colocated.svg
 
 # 在本书正文上重新训练随书的小模型（2 核 CPU 约 15 分钟），写入 code/tinyllm/checkpoint。
 model: $(VENV)/.all
