@@ -239,3 +239,9 @@ def test_cli_rejects_bad_input(capsys):
         main(["size", "gpt-5"])
     with pytest.raises(SystemExit, match="超过模型上限"):
         main(["bench", "--max-new-tokens", "600"])
+
+
+def test_steps_command_draws_the_figure(tmp_path, capsys):
+    out = tmp_path / "steps.svg"
+    main(["steps", "--lengths", "16", "48", "--repeats", "1", "--plot", str(out)])
+    assert out.read_text("utf-8").startswith("<?xml") and "图已写入" in capsys.readouterr().out

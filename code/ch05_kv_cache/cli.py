@@ -83,7 +83,7 @@ def cmd_size(args) -> None:
 
 
 def cmd_paged(args) -> None:
-    reqs = workloads.mixed_requests(args.requests, args.seed, max_tokens=args.max_tokens)
+    reqs = workloads.mixed_requests(args.requests, args.seed)  # 工作负载固定，只换预留策略
     used, rows = workloads.waste_table(
         reqs, args.max_model_len, args.max_tokens, args.block_size, args.budget
     )
@@ -147,13 +147,20 @@ def cmd_agent(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ch05_kv_cache", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m ch05_kv_cache", description=__doc__.splitlines()[0].replace("``", "")
+    )
     sub = p.add_subparsers(dest="cmd")
     model_help = "换成别的 HF 格式模型目录（默认用随书的 tinyllm）"
 
     b = sub.add_parser("bench", help="朴素重算 vs KV Cache：token 是否相同、耗时、FLOPs")
     b.add_argument("--prompt", default="KV Cache 的作用是", help="提示文字")
-    b.add_argument("--max-new-tokens", type=number("--max-new-tokens", integer=True), default=64)
+    b.add_argument(
+        "--max-new-tokens",
+        type=number("--max-new-tokens", integer=True),
+        default=64,
+        help="贪心生成多少个 token",
+    )
     b.add_argument("--model", help=model_help)
     b.set_defaults(fn=cmd_bench)
 
@@ -163,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=number("--lengths", integer=True),
         nargs="+",
         default=[32, 64, 128, 256, 384, 512],
+        help="要测的上下文长度（token）",
     )
     s.add_argument(
         "--repeats", type=number("--repeats", integer=True), default=5, help="每个长度测几次取最快"
@@ -181,15 +189,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=32768,
         help="同时算这么多 token 的总量",
     )
-    z.add_argument("--dtype", choices=[d for d in DTYPE_BYTES if d != "int4"], default="bf16")
+    z.add_argument(
+        "--dtype", choices=[d for d in DTYPE_BYTES if d != "int4"], default="bf16", help="KV 的精度"
+    )
     z.set_defaults(fn=cmd_size)
 
     g = sub.add_parser("paged", help="长短混杂的请求：连续预留 vs 分页的显存利用率")
-    g.add_argument("--requests", type=number("--requests", integer=True), default=200)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--max-model-len", type=number("--max-model-len", integer=True), default=2048)
-    g.add_argument("--max-tokens", type=number("--max-tokens", integer=True), default=512)
-    g.add_argument("--block-size", type=number("--block-size", integer=True), default=16)
+    g.add_argument(
+        "--requests",
+        type=number("--requests", integer=True),
+        default=200,
+        help="工作负载里的请求数",
+    )
+    g.add_argument("--seed", type=int, default=0, help="生成工作负载的随机种子")
+    g.add_argument(
+        "--max-model-len",
+        type=number("--max-model-len", integer=True),
+        default=2048,
+        help="按模型最大长度预留时，每个请求留多少 token",
+    )
+    g.add_argument(
+        "--max-tokens",
+        type=number("--max-tokens", integer=True),
+        default=512,
+        help="按 prompt + max_tokens 预留时的 max_tokens",
+    )
+    g.add_argument(
+        "--block-size",
+        type=number("--block-size", integer=True),
+        default=16,
+        help="分页的块大小（token）",
+    )
     g.add_argument(
         "--budget", type=number("--budget", integer=True), default=65536, help="KV 预算（token 数）"
     )
@@ -202,15 +232,34 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument(
         "--user", type=number("--user", integer=True), default=32, help="用户输入 token 数 U"
     )
-    x.add_argument("--requests", type=number("--requests", integer=True), default=9)
-    x.add_argument("--block-size", type=number("--block-size", integer=True), default=16)
-    x.add_argument("--repeats", type=number("--repeats", integer=True), default=3)
+    x.add_argument(
+        "--requests",
+        type=number("--requests", integer=True),
+        default=9,
+        help="请求数（第 1 个冷启动）",
+    )
+    x.add_argument(
+        "--block-size",
+        type=number("--block-size", integer=True),
+        default=16,
+        help="块大小（token）",
+    )
+    x.add_argument(
+        "--repeats", type=number("--repeats", integer=True), default=3, help="重复几遍取最快"
+    )
     x.add_argument("--model", help=model_help)
     x.set_defaults(fn=cmd_prefix)
 
     a = sub.add_parser("agent", help="Agent 循环：追加 vs 原地修改 vs 工具乱序的缓存命中")
-    a.add_argument("--turns", type=number("--turns", integer=True), default=20)
-    a.add_argument("--block-size", type=number("--block-size", integer=True), default=16)
+    a.add_argument(
+        "--turns", type=number("--turns", integer=True), default=20, help="Agent 循环的轮数"
+    )
+    a.add_argument(
+        "--block-size",
+        type=number("--block-size", integer=True),
+        default=16,
+        help="块大小（token）",
+    )
     a.set_defaults(fn=cmd_agent)
     return p
 

@@ -74,6 +74,8 @@ class BlockManager:
 
     def fork(self, parent: int, child: int) -> None:
         """child 共享 parent 的全部块（例如并行采样的多个分支），只加引用计数。"""
+        if child in self.block_tables:
+            raise ValueError(f"序列 {child} 已经有块表，不能再 fork 到它")
         self.block_tables[child] = list(self.block_tables[parent])
         self.num_tokens[child] = self.num_tokens[parent]
         for block in self.block_tables[child]:

@@ -68,6 +68,8 @@ class PrefixCachingBlockManager(BlockManager):
 
     def allocate_prompt(self, seq_id: int, token_ids: list[int]) -> int:
         """为新请求分配块并复用命中的前缀，返回命中的 token 数（这些不用再 prefill）。"""
+        if seq_id in self.block_tables:
+            raise ValueError(f"序列 {seq_id} 已经分配过，先 free 再重新分配")
         hits = self.find_cached_blocks(token_ids)
         idle_hits = sum(self.ref_count[b] == 0 for b in hits)  # 命中了但正躺在空闲队列里的块
         new_blocks = -(-len(token_ids) // self.block_size) - len(hits)

@@ -217,38 +217,67 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd")
 
     def trace_args(sp, requests: int, rate: float) -> None:
-        sp.add_argument("--requests", type=number("--requests", integer=True), default=requests)
+        sp.add_argument(
+            "--requests", type=number("--requests", integer=True), default=requests, help="请求数"
+        )
         sp.add_argument(
             "--rate", type=number("--rate"), default=rate, help="平均每秒到达几个请求（泊松）"
         )
-        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--seed", type=int, default=0, help="轨迹的随机种子")
 
     c = sub.add_parser("compare", help="本书模型上实跑：静态批处理 vs 连续批处理（± 分块 prefill）")
     trace_args(c, 24, 40.0)
     c.add_argument("--trace", type=Path, help="回放一个 JSON 轨迹（由 trace 子命令生成）")
-    c.add_argument("--max-num-seqs", type=number("--max-num-seqs", integer=True), default=8)
+    c.add_argument(
+        "--max-num-seqs",
+        type=number("--max-num-seqs", integer=True),
+        default=8,
+        help="同时运行的请求数上限（静态批处理时即批大小）",
+    )
     c.add_argument(
         "--max-num-batched-tokens",
         type=number("--max-num-batched-tokens", integer=True),
         default=256,
+        help="每步最多处理的 token 数（分块 prefill 按它切）",
     )
     c.add_argument(
         "--num-blocks", type=number("--num-blocks", integer=True), default=256, help="KV 块池大小"
     )
-    c.add_argument("--block-size", type=number("--block-size", integer=True), default=16)
+    c.add_argument(
+        "--block-size",
+        type=number("--block-size", integer=True),
+        default=16,
+        help="块大小（token）",
+    )
     c.add_argument("--plot", type=Path, help="把时间线画成 SVG")
     c.add_argument("--model", help="换成别的 HF 格式模型目录（默认用随书的 tinyllm）")
     c.set_defaults(fn=cmd_compare)
 
     s = sub.add_parser("policies", help="fcfs / priority / sjf 在同一轨迹上的对比（建模）")
     trace_args(s, 300, 10.0)
-    s.add_argument("--max-num-seqs", type=number("--max-num-seqs", integer=True), default=16)
+    s.add_argument(
+        "--max-num-seqs",
+        type=number("--max-num-seqs", integer=True),
+        default=16,
+        help="同时运行的请求数上限",
+    )
     s.set_defaults(fn=cmd_policies)
 
     d = sub.add_parser("pd", help="PD 分离 vs 混合部署：TTFT/TPOT 随到达率的变化（建模）")
-    d.add_argument("--rates", type=number("--rates"), nargs="+", default=[4.0, 8.0, 12.0, 16.0])
-    d.add_argument("--requests", type=number("--requests", integer=True), default=300)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument(
+        "--rates",
+        type=number("--rates"),
+        nargs="+",
+        default=[4.0, 8.0, 12.0, 16.0],
+        help="要比较的到达率（请求/秒）",
+    )
+    d.add_argument(
+        "--requests",
+        type=number("--requests", integer=True),
+        default=300,
+        help="每个到达率模拟多少个请求",
+    )
+    d.add_argument("--seed", type=int, default=0, help="轨迹的随机种子")
     d.add_argument("--link-gbps", type=number("--link-gbps"), default=50.0, help="KV 传输带宽 GB/s")
     d.add_argument("--plot", type=Path, help="画成 SVG")
     d.set_defaults(fn=cmd_pd)
@@ -263,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("trace", help="生成可回放的请求轨迹 JSON")
     trace_args(t, 24, 40.0)
-    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--out", type=Path, required=True, help="写到这个 JSON 文件")
     t.set_defaults(fn=cmd_trace)
     return p
 
