@@ -189,8 +189,8 @@ def cmd_ragged(args) -> None:
     lengths = [len(p) for p in prompts]
     print(f"静态批处理补齐到 {max(lengths)}：padding {padding_tokens(lengths)} 个，拼接批次 0 个")
     print(
-        "B=8 个请求在 decode、新来一个 100 token "
-        f"的提示：补齐要 {mixed_step_padding(8, 100)} 个 padding"
+        "B=8 的批里 7 个请求在 decode、新来 1 个 100 token 的提示："
+        f"补齐要 {mixed_step_padding(8, 100)} 个 padding"
     )
 
 
@@ -205,7 +205,9 @@ def cmd_knobs(_args) -> None:
 
 
 def cmd_trace(args) -> None:
-    trace = poisson_trace(args.requests, args.rate, args.seed)
+    trace = poisson_trace(
+        args.requests, args.rate, args.seed, (16, 320), (8, 128)
+    )  # 与 compare 相同
     save_trace(trace, args.out)
     print(f"{len(trace)} 个请求写入 {args.out}（最后一个在 {trace[-1].arrival:.2f} s 到达）")
 
