@@ -138,6 +138,7 @@ class Scheduler:
             budget -= n
         return Batch(items)
 
+    # --8<-- [start:try-allocate]
     def _try_allocate(self, seq: Sequence, n: int) -> bool:
         have = self.manager.num_tokens.get(id(seq), 0)
         try:
@@ -145,6 +146,7 @@ class Scheduler:
         except NoFreeBlocks:
             return False
         return True
+        # --8<-- [end:try-allocate]
 
     def _pick_victim(self) -> Sequence:
         """fcfs：最后加入运行队列的那个；priority/sjf：排序最靠后的那个。"""
