@@ -239,6 +239,8 @@ def test_cli_rejects_bad_input(capsys):
         main(["size", "gpt-5"])
     with pytest.raises(SystemExit, match="超过模型上限"):
         main(["bench", "--max-new-tokens", "600"])
+    with pytest.raises(SystemExit, match="没有 config.json"):
+        main(["bench", "--model", "/nonexistent"])
 
 
 def test_steps_command_draws_the_figure(tmp_path, capsys):

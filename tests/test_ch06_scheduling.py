@@ -187,3 +187,5 @@ def test_impossible_requests_and_bad_flags_are_clear_errors(capsys):
     assert_clean_cli_error(main, ["compare", "--max-num-seqs", "0"], capsys)
     with pytest.raises(SystemExit, match="读不了"):
         main(["compare", "--trace", "/nonexistent.json"])
+    with pytest.raises(SystemExit, match="没有 config.json"):
+        main(["ragged", "--model", "/nonexistent"])

@@ -13,15 +13,10 @@ from pathlib import Path
 import torch
 from ch02_selector.cli import number
 from ch03_gpu.vram import DTYPE_BYTES
+from tinyllm.hf import load_model
 
 from . import kv_size, workloads
 from .naive import count_flops, generate_cached, generate_recompute, generation_flops, step_times
-
-
-def load_model(path: str | None):
-    from tinyllm.hf import load_default, load_pretrained
-
-    return load_pretrained(path) if path else load_default()
 
 
 def cmd_bench(args) -> None:
@@ -269,5 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd is None:
         args = build_parser().parse_args(["bench", *(argv or [])])
     torch.manual_seed(0)
-    args.fn(args)
+    try:
+        args.fn(args)
+    except (OSError, ValueError) as e:  # 模型目录不对、参数组合不成立：一行说明，不抛调用栈
+        sys.exit(f"错误：{e}")
     return 0

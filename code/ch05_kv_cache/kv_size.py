@@ -3,7 +3,9 @@
 MQA：Shazeer, "Fast Transformer Decoding: One Write-Head is All You Need", arXiv 1911.02150。
 GQA：Ainslie et al., arXiv 2305.13245。MLA：DeepSeek-AI, DeepSeek-V2, arXiv 2405.04434。
 MLA 缓存的是压缩后的潜向量 c_KV（kv_lora_rank 维）和共享的 RoPE 键（qk_rope_head_dim 维），
-K 和 V 都从同一个潜向量还原，所以没有“×2”。vLLM 的 MLA 后端也按这 576 维存（见 5.4 节）。
+K 和 V 都从同一个潜向量还原，所以没有“×2”。vLLM 0.33.0 的 MLA 层也这样存：
+vllm/model_executor/layers/attention/mla_attention.py 里
+``head_size = kv_lora_rank + qk_rope_head_dim``，KV Cache 规格按 1 个 KV 头登记。
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ from .trace import TraceRequest, load_trace, poisson_trace, save_trace
 
 @cache
 def load_model(path: str | None):
-    from tinyllm.hf import load_default, load_pretrained
+    from tinyllm.hf import load_model as load
 
-    return load_pretrained(path) if path else load_default()
+    return load(path)  # 三种批处理方式共用同一个模型，只加载一次
 
 
 def get_trace(args, **defaults) -> list[TraceRequest]:
@@ -305,6 +305,6 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(["compare", *(argv or [])])
     try:
         args.fn(args)
-    except ValueError as e:
+    except (OSError, ValueError) as e:  # 模型目录不对、轨迹文件坏了、请求永远排不上
         sys.exit(f"错误：{e}")
     return 0

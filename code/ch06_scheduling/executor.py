@@ -7,7 +7,14 @@
 from __future__ import annotations
 
 import torch
-from ch03_gpu.roofline import Hardware, Workload, attention_flops, classify, matmul_params
+from ch03_gpu.roofline import (
+    OPS_PER_LAYER,
+    Hardware,
+    Workload,
+    attention_flops,
+    classify,
+    matmul_params,
+)
 from ch03_gpu.vram import DTYPE_BYTES, kv_bytes_per_token
 from ch05_kv_cache.paged import Chunk, PagedKVCache, forward_paged
 from tinyllm.config import ModelConfig
@@ -72,7 +79,7 @@ class RooflineCost:
         )
         weights = matmul_params(self.cfg) * DTYPE_BYTES[self.dtype]
         kv = kv_bytes_per_token(self.cfg, self.dtype) * kv_read
-        ops = 18 * self.cfg.num_hidden_layers + 2
+        ops = OPS_PER_LAYER * self.cfg.num_hidden_layers + 2  # 与第 3 章的 prefill/decode 一致
         v = classify(Workload("step", flops, weights + kv, ops), self.hw)
         return max(v.compute_s, v.memory_s) + v.overhead_s
         # --8<-- [end:roofline-cost]

@@ -65,6 +65,11 @@ def save_pretrained(model: TinyLLM, path: str | Path, dtype: torch.dtype = torch
     to_hf_tokenizer().save_pretrained(path)
 
 
+def load_model(path: str | Path | None = None, dtype: torch.dtype = torch.float32) -> TinyLLM:
+    """命令行 ``--model`` 的约定：给了目录就加载它，没给就用随书的默认模型。"""
+    return load_pretrained(path, dtype) if path else load_default(dtype)
+
+
 def load_default(dtype: torch.dtype = torch.float32) -> TinyLLM:
     """随书附带、在本书正文上训练过的默认模型。"""
     if not (DEFAULT_DIR / "model.safetensors").is_file():
