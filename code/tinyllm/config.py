@@ -127,6 +127,14 @@ PRESETS: dict[str, ModelConfig] = {
         num_attention_heads=4,
         num_key_value_heads=1,
     ),
+    # 第 8 章比较草稿大小用的最小版本：1 层，隐藏维度 64。
+    "draft-xs": ModelConfig(
+        hidden_size=64,
+        intermediate_size=172,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    ),
     # 单元测试用：随机初始化，毫秒级。
     "test": ModelConfig(
         hidden_size=64,

@@ -26,9 +26,14 @@ FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.S)
 NOISE = re.compile(r"^.*(--8<--|https?://).*\n", re.M)  # 代码嵌入指令与长网址对小模型只是噪声
 
 
-def load_corpus(docs: Path) -> tuple[bytes, list[str]]:
-    """按文件名排序拼接所有页面，去掉 front matter、嵌入指令和含网址的行。"""
+def load_corpus(docs: Path, only: list[str] | None = None) -> tuple[bytes, list[str]]:
+    """按文件名排序拼接所有页面，去掉 front matter、嵌入指令和含网址的行。
+
+    ``only`` 给出相对 ``docs`` 的文件列表时只用这些页面（例如与某个检查点同一份语料）。
+    """
     files = sorted(p for p in docs.rglob("*.md") if "assets" not in p.parts)
+    if only is not None:
+        files = [p for p in files if str(p.relative_to(docs)) in set(only)]
     if not files:
         raise FileNotFoundError(f"{docs} 下没有 Markdown 页面")
     parts = [NOISE.sub("", FRONT_MATTER.sub("", p.read_text("utf-8"))) for p in files]
@@ -124,11 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="输出的模型目录")
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")
     p.add_argument("--steps", type=int, default=TrainConfig.steps)
+    p.add_argument(
+        "--corpus-of",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="只用该检查点 training.json 里列出的页面（第 8 章的草稿模型要与目标模型同语料）",
+    )
     args = p.parse_args(argv)
     try:
         tc = TrainConfig(steps=args.steps)
-        data, files = load_corpus(args.docs)
-    except (ValueError, FileNotFoundError) as e:
+        only = None
+        if args.corpus_of:
+            only = json.loads((args.corpus_of / "training.json").read_text("utf-8"))["corpus_files"]
+        data, files = load_corpus(args.docs, only)
+    except (ValueError, OSError, KeyError) as e:
         p.error(str(e))
     model, report = train(data, PRESETS[args.preset], tc)
     save_pretrained(model, args.out)
