@@ -55,6 +55,7 @@ figures: $(VENV)/.all
 	$(BIN)/python -m ch05_kv_cache steps --plot docs/assets/figures/ch05-time-per-token.svg
 	$(BIN)/python -m ch06_scheduling compare --plot docs/assets/figures/ch06-batching-timeline.svg
 	$(BIN)/python -m ch06_scheduling pd --plot docs/assets/figures/ch06-pd-vs-colocated.svg
+	$(BIN)/python -m ch07_quantization primitives --plot docs/assets/figures/ch07-error-vs-bits.svg
 
 # 在本书正文上重新训练随书的小模型（2 核 CPU 约 15 分钟），写入 code/tinyllm/checkpoint。
 model: $(VENV)/.all

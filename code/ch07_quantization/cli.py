@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -192,11 +191,9 @@ def cmd_pack(args) -> None:
 def training_tokens(docs: Path) -> list[int]:
     """随书检查点的训练页面（training.json 的 corpus_files），用作 QAT 的训练数据。"""
     from tinyllm.hf import DEFAULT_DIR
-    from tinyllm.train import load_corpus
+    from tinyllm.train import checkpoint_corpus
 
-    files = json.loads((DEFAULT_DIR / "training.json").read_text("utf-8"))["corpus_files"]
-    data, _ = load_corpus(docs, files)
-    return list(data)
+    return checkpoint_corpus(docs, DEFAULT_DIR)
 
 
 def cmd_qat(args) -> None:

@@ -76,6 +76,19 @@ def quantize_model(model: TinyLLM, spec: QuantSpec) -> TinyLLM:
     # --8<-- [end:quantize-model]
 
 
+def dequantized(model: TinyLLM) -> TinyLLM:
+    """把 QuantLinear 换回普通 nn.Linear，权重是反量化后的值：数值与量化模型相同，
+    但 CPU 上不必每次前向都解包（第 8 章拿“INT4 版的目标模型”当草稿时用）。"""
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, QuantLinear):
+                linear = nn.Linear(child.shape[1], child.shape[0], bias=False)
+                linear.weight.data = child.weight()
+                setattr(parent, name, linear)
+    return model
+
+
 def weight_bytes(model: nn.Module, float_bytes: int = 2) -> int:
     """按部署存储算权重字节数：QuantLinear 用其打包大小，其余参数按 float_bytes（bf16 = 2）。"""
     total = sum(m.nbytes for m in model.modules() if isinstance(m, QuantLinear))

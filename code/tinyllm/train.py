@@ -40,6 +40,13 @@ def load_corpus(docs: Path, only: list[str] | None = None) -> tuple[bytes, list[
     return "\n\n".join(parts).encode("utf-8"), [str(p.relative_to(docs)) for p in files]
 
 
+def checkpoint_corpus(docs: Path, checkpoint: Path) -> list[int]:
+    """某个检查点训练用过的页面（training.json 的 ``corpus_files``），按当前内容读出的 token。"""
+    files = json.loads((Path(checkpoint) / "training.json").read_text("utf-8"))["corpus_files"]
+    data, _ = load_corpus(docs, files)
+    return list(data)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 800

@@ -1,6 +1,7 @@
 """练习笔记本：从源码（本文件里的单元格列表）生成 .ipynb，执行并写回输出。
 
     python tests/tools/notebooks.py --write   # make notebooks 调用它
+    python tests/tools/notebooks.py --write docs/notebooks/ch07-exercises.ipynb  # 只执行一本
 
 测试（tests/test_notebooks.py）重新执行仓库里的笔记本，比较文本输出与提交的是否一致。
 """
@@ -45,8 +46,9 @@ def text_outputs(nb: nbformat.NotebookNode) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", action="store_true", help="执行并把输出写回 .ipynb")
+    parser.add_argument("paths", nargs="*", type=Path, help="只处理这些笔记本（默认全部）")
     args = parser.parse_args(argv)
-    for path in sorted(NOTEBOOK_DIR.glob("*.ipynb")):
+    for path in [p.resolve() for p in args.paths] or sorted(NOTEBOOK_DIR.glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
             if cell.cell_type == "code":
