@@ -57,14 +57,14 @@ def run_one(name: str, gamma: int, prompt: list[int], args) -> tuple[list[int], 
         target, proposer, prompt, args.max_new_tokens, gamma, args.temperature, args.seed
     )
     wall = time.perf_counter() - t0
-    draft_lm = getattr(proposer, "lm", None)
+    draft_lm = getattr(proposer, "lm", proposer)  # 草稿模型的耗时记在它的 CachedLM 上
     return out, {
         "stats": stats,
         "wall": wall,
         "target_forwards": target.forwards,
         "target_seconds": target.seconds,
-        "draft_forwards": proposer.forwards if draft_lm is None else draft_lm.forwards,
-        "draft_seconds": 0.0 if draft_lm is None else draft_lm.seconds,
+        "draft_forwards": draft_lm.forwards,
+        "draft_seconds": getattr(draft_lm, "seconds", 0.0),
     }
 
 
@@ -103,81 +103,76 @@ def cmd_demo(args) -> None:
         f"每次 {s.tokens_per_step:.2f} 个；α ≈ {s.alpha:.3f}，"
         f"公式预测每次 {expected_tokens_per_step(s.alpha, args.gamma):.2f} 个"
     )
-    print(
-        f"墙钟：逐 token {b['wall']:.2f} s，投机采样 {r['wall']:.2f} s，"
-        f"加速 {b['wall'] / r['wall']:.2f}×（本机 CPU，受负载影响）"
-    )
+    if not args.no_timing:
+        print(
+            f"墙钟：逐 token {b['wall']:.2f} s，投机采样 {r['wall']:.2f} s，"
+            f"加速 {b['wall'] / r['wall']:.2f}×（本机 CPU，受负载影响）"
+        )
+
+
+def sweep_row(name: str, gamma: int, prompts: list[list[int]], args) -> dict:
+    """一种草稿、一个 γ，跑完全部提示，汇总接受率、每次前向产出和耗时。"""
+    tot = dict.fromkeys(("steps", "gen", "acc", "rej", "wall", "tf", "ts", "df", "ds"), 0.0)
+    for p in prompts:
+        _, r = run_one(name, gamma, p, args)
+        s = r["stats"]
+        for key, value in (
+            ("steps", s.steps),
+            ("gen", s.generated),
+            ("acc", s.accepted),
+            ("rej", s.rejections),
+            ("wall", r["wall"]),
+            ("tf", r["target_forwards"]),
+            ("ts", r["target_seconds"]),
+            ("df", r["draft_forwards"]),
+            ("ds", r["draft_seconds"]),
+        ):
+            tot[key] += value
+    per_draft = tot["ds"] / tot["df"] if tot["df"] else 0.0
+    return {
+        "name": name,
+        "gamma": gamma,
+        "alpha": tot["acc"] / max(1, tot["acc"] + tot["rej"]),
+        "tokens_per_step": tot["gen"] / tot["steps"],
+        "c": per_draft / (tot["ts"] / tot["tf"]),  # 草稿一次前向 / 目标一次前向
+        "wall": tot["wall"],
+    }
 
 
 def cmd_sweep(args) -> None:
     prompts = [encode(p) for p in PROMPTS]
     check_length(args, prompts)
-    base_wall = sum(run_one("ngram", 0, p, args)[1]["wall"] for p in prompts)
+    print(
+        f"{len(prompts)} 条提示 × {args.max_new_tokens} 个新 token，"
+        f"temperature = {args.temperature}\n"
+    )
+    head = "| 草稿 | γ | α | 每次目标前向产出 | 公式 (1−α^(γ+1))/(1−α) |"
+    if args.no_timing:
+        print(head + "\n|---|--:|--:|--:|--:|")
+    else:
+        base_wall = sum(run_one("ngram", 0, p, args)[1]["wall"] for p in prompts)
+        print(head + " c | 公式加速比 | 实测加速比 |\n|---|--:|--:|--:|--:|--:|--:|--:|")
     rows = []
-    print(
-        f"{len(prompts)} 条提示 × {args.max_new_tokens} 个新 token，temperature = "
-        f"{args.temperature}；逐 token 解码共 {base_wall:.2f} s\n"
-    )
-    print(
-        "| 草稿 | γ | α | 每次目标前向产出 | 公式 (1−α^(γ+1))/(1−α) | c | 公式加速比 | 实测加速比 |"
-    )
-    print("|---|--:|--:|--:|--:|--:|--:|--:|")
     for name in args.proposers:
         for gamma in args.gamma:
-            agg = {
-                "steps": 0,
-                "gen": 0,
-                "acc": 0,
-                "rej": 0,
-                "wall": 0.0,
-                "tf": 0,
-                "ts": 0.0,
-                "df": 0,
-                "ds": 0.0,
-            }
-            for p in prompts:
-                _, r = run_one(name, gamma, p, args)
-                s = r["stats"]
-                agg["steps"] += s.steps
-                agg["gen"] += s.generated
-                agg["acc"] += s.accepted
-                agg["rej"] += s.rejections
-                agg["wall"] += r["wall"]
-                agg["tf"] += r["target_forwards"]
-                agg["ts"] += r["target_seconds"]
-                agg["df"] += r["draft_forwards"]
-                agg["ds"] += r["draft_seconds"]
-            alpha = agg["acc"] / max(1, agg["acc"] + agg["rej"])
-            tps = agg["gen"] / agg["steps"]
-            c = (
-                (agg["ds"] / agg["df"]) / (agg["ts"] / agg["tf"])
-                if agg["df"] and agg["ds"]
-                else 0.0
+            r = sweep_row(name, gamma, prompts, args)
+            line = (
+                f"| {name} | {gamma} | {r['alpha']:.3f} | {r['tokens_per_step']:.2f} | "
+                f"{expected_tokens_per_step(r['alpha'], gamma):.2f} |"
             )
-            speed = base_wall / agg["wall"]
-            rows.append(
-                {
-                    "name": name,
-                    "gamma": gamma,
-                    "alpha": alpha,
-                    "tokens_per_step": tps,
-                    "speedup": speed,
-                }
-            )
-            c_txt = f"{c:.2f}" if c else "—"
-            model_speed = f"{expected_speedup(alpha, gamma, c):.2f}×" if c else "—"
-            print(
-                f"| {name} | {gamma} | {alpha:.3f} | {tps:.2f} | "
-                f"{expected_tokens_per_step(alpha, gamma):.2f} | {c_txt} | {model_speed} | "
-                f"{speed:.2f}× |"
-            )
+            if not args.no_timing:
+                r["speedup"] = base_wall / r["wall"]
+                model = expected_speedup(r["alpha"], gamma, r["c"])
+                line += f" {r['c']:.2f} | {model:.2f}× | {r['speedup']:.2f}× |"
+            rows.append(r)
+            print(line)
     if args.plot:
+        if args.no_timing:
+            sys.exit("错误：--plot 需要实测加速比，不能与 --no-timing 同用")
         from .plot import plot_sweep
 
-        out = plot_sweep(
-            rows, "tinyllm target, greedy, 2-core CPU (wall clock varies by run)", args.plot
-        )
-        print(f"\n图已保存到 {out}")
+        title = "tinyllm target, greedy, 2-core CPU (wall clock varies by run)"
+        print(f"\n图已保存到 {plot_sweep(rows, title, args.plot)}")
 
 
 def cmd_check(args) -> None:
@@ -259,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="一条提示：投机采样与逐 token 解码的结果和耗时")
     s.add_argument("--prompt", default=PROMPTS[0], help="提示词")
     s.add_argument("--draft", choices=PROPOSERS, default="draft", help="草稿来源")
+    s.add_argument("--no-timing", action="store_true", help="不打印墙钟时间（输出可逐字复现）")
     common(s, gamma_many=False)
     s.set_defaults(fn=cmd_demo)
 
@@ -271,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="参与比较的草稿来源",
     )
     s.add_argument("--plot", type=Path, help="把结果画成 SVG")
+    s.add_argument(
+        "--no-timing",
+        action="store_true",
+        help="只打印与机器无关的列（接受率、每次前向产出），不计时",
+    )
     common(s, gamma_many=True)
     s.set_defaults(fn=cmd_sweep)
 

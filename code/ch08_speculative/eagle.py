@@ -73,7 +73,7 @@ class EagleProposer:
         self.head, self.target = head.eval(), target
         head.setup_cache(target.max_len)
         self.valid = 0  # 草稿头缓存里，位置 < valid 的项来自真实特征
-        self.forwards = 0
+        self.forwards, self.seconds = 0, 0.0
 
     @torch.inference_mode()
     def propose(self, seq, k, temperature, gen):
@@ -82,6 +82,7 @@ class EagleProposer:
             return [], None
         if self.target.cached[: L - 1] != seq[: L - 1]:
             self.target.logits(seq[: L - 1], 1)  # 首轮：先让目标模型预填充，拿到特征
+        t0 = time.perf_counter()
         start = min(self.valid, L - 2)  # 至少重算最后一个位置，才拿得到 f̂_{L-1}
         t = torch.arange(start, L - 1)  # 用真实特征 f_t 与 x_{t+1} 补齐草稿头缓存
         embed = self.target.model.model.embed_tokens
@@ -97,6 +98,7 @@ class EagleProposer:
                 pos = torch.tensor([L - 1 + j + 1])
                 feat = self.head(feat, embed(torch.tensor([[x]])), pos)
                 self.forwards += 1
+        self.seconds += time.perf_counter() - t0
         return draft, None if temperature == 0 else torch.stack(qs)
 
     # --8<-- [end:proposer]
