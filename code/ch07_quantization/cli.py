@@ -15,9 +15,9 @@ from ch02_selector.cli import number
 from . import alignment, formats, kv_quant, qat
 from .pack import pack_int4, unpack_int4
 from .qmodel import (
+    evaluate,
     heldout_ids,
     linear_bytes,
-    logit_drift,
     perplexity,
     quantize_model,
     weight_bytes,
@@ -152,21 +152,21 @@ def model_specs() -> list[QuantSpec]:
 
 def cmd_model(args) -> None:
     model, ids = load(args.model), heldout_ids()
-    base_ppl = perplexity(model, ids)
+    base, ref = evaluate(model, ids)
     print(f"留出文本 {len(ids)} 字节；线性层之外（嵌入、lm_head、RMSNorm）保持 bf16\n")
     print("| 权重 | 总权重 | 线性层 | 困惑度 | KL(原‖量化) | top-1 一致 | logits 最大偏差 |")
     print("|---|--:|--:|--:|--:|--:|--:|")
     mb = 1024 * 1024
     print(
         f"| BF16（原模型） | {weight_bytes(model) / mb:.2f} MB | {linear_bytes(model) / mb:.2f} MB"
-        f" | {base_ppl:.3f} | — | — | — |"
+        f" | {base['ppl']:.3f} | — | — | — |"
     )
     for spec in model_specs():
         q = quantize_model(model, spec)
-        d = logit_drift(model, q, ids)
+        d, _ = evaluate(q, ids, ref)
         print(
             f"| {spec.label()} | {weight_bytes(q) / mb:.2f} MB | {linear_bytes(q) / mb:.2f} MB | "
-            f"{perplexity(q, ids):.3f} | {d['kl']:.4f} | {d['top1_agree']:.1%} | "
+            f"{d['ppl']:.3f} | {d['kl']:.4f} | {d['top1_agree']:.1%} | "
             f"{d['max_logit_diff']:.2f} |"
         )
 

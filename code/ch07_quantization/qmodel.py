@@ -145,6 +145,18 @@ def compare_logits(a: Tensor, b: Tensor) -> dict:
     # --8<-- [end:eval]
 
 
+@torch.inference_mode()
+def evaluate(model: TinyLLM, ids: list[int], ref_logits: Tensor | None = None, length: int = 256):
+    """一次前向同时得到困惑度和（给了参照 logits 时）漂移指标；返回 (指标, 本模型的 logits)。"""
+    w = windows(ids, length)
+    logits = model(w[:, :-1]).float()  # (N, T, vocab)
+    ce = F.cross_entropy(logits.flatten(0, 1), w[:, 1:].flatten()).item()
+    metrics = {"ppl": math.exp(ce)}
+    if ref_logits is not None:
+        metrics |= compare_logits(ref_logits, logits)
+    return metrics, logits
+
+
 def quantized_weight(qlinear: QuantLinear) -> QTensor:
     """把 QuantLinear 里的存储还原成 QTensor（测试用：检查打包前后完全一致）。"""
     groups = qlinear.scale.shape[0]
