@@ -174,3 +174,27 @@ def test_semantic_errors_are_one_line(capsys):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert msg in str(exc.value.code)
+
+
+def test_sweep_table_and_plot(tmp_path, capsys):
+    main(
+        [
+            "sweep",
+            "--proposers",
+            "draft-xs",
+            "--gamma",
+            "2",
+            "--max-new-tokens",
+            "16",
+            "--no-timing",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "| draft-xs | 2 |" in out and "实测加速比" not in out
+    from ch08_speculative.plot import plot_sweep
+
+    rows = [
+        {"name": "d", "gamma": g, "alpha": 0.7, "tokens_per_step": 2.0, "speedup": 1.2}
+        for g in (1, 2, 4)
+    ]
+    assert plot_sweep(rows, "t", tmp_path / "s.svg").read_text("utf-8").startswith("<?xml")
