@@ -13,7 +13,9 @@ import pytest
 from conftest import DOCS
 
 BLOCK = re.compile(r"^( *)```python[^\n]*\n(.*?)^\1```", re.M | re.S)
-NEEDS_GPU = re.compile(r"^\s*(from|import) (vllm|sglang)\b|device=\"cuda\"", re.M)
+NEEDS_GPU = re.compile(
+    r"^\s*(from|import) (vllm|sglang|modelopt|speculators)\b|device=\"cuda\"", re.M
+)
 
 
 def inline_blocks() -> list[tuple[str, str]]:

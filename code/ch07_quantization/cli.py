@@ -16,6 +16,7 @@ from . import alignment, formats, kv_quant, qat
 from .pack import pack_int4, unpack_int4
 from .qmodel import (
     evaluate,
+    finetune_ids,
     heldout_ids,
     linear_bytes,
     perplexity,
@@ -156,16 +157,16 @@ def cmd_model(args) -> None:
     print(f"留出文本 {len(ids)} 字节；线性层之外（嵌入、lm_head、RMSNorm）保持 bf16\n")
     print("| 权重 | 总权重 | 线性层 | 困惑度 | KL(原‖量化) | top-1 一致 | logits 最大偏差 |")
     print("|---|--:|--:|--:|--:|--:|--:|")
-    mb = 1024 * 1024
+    mb = 1024 * 1024  # 输出按 MiB（2^20 字节）
+    total, linear = weight_bytes(model) / mb, linear_bytes(model) / mb
     print(
-        f"| BF16（原模型） | {weight_bytes(model) / mb:.2f} MB | {linear_bytes(model) / mb:.2f} MB"
-        f" | {base['ppl']:.3f} | — | — | — |"
+        f"| BF16（原模型） | {total:.2f} MiB | {linear:.2f} MiB | {base['ppl']:.3f} | — | — | — |"
     )
     for spec in model_specs():
         q = quantize_model(model, spec)
         d, _ = evaluate(q, ids, ref)
         print(
-            f"| {spec.label()} | {weight_bytes(q) / mb:.2f} MB | {linear_bytes(q) / mb:.2f} MB | "
+            f"| {spec.label()} | {weight_bytes(q) / mb:.2f} MiB | {linear_bytes(q) / mb:.2f} MiB | "
             f"{d['ppl']:.3f} | {d['kl']:.4f} | {d['top1_agree']:.1%} | "
             f"{d['max_logit_diff']:.2f} |"
         )
@@ -188,18 +189,10 @@ def cmd_pack(args) -> None:
     )
 
 
-def training_tokens(docs: Path) -> list[int]:
-    """随书检查点的训练页面（training.json 的 corpus_files），用作 QAT 的训练数据。"""
-    from tinyllm.hf import DEFAULT_DIR
-    from tinyllm.train import checkpoint_corpus
-
-    return checkpoint_corpus(docs, DEFAULT_DIR)
-
-
 def cmd_qat(args) -> None:
     spec = spec_from(args.bits, args.granularity)
     model, ids = load(args.model), heldout_ids()
-    data = training_tokens(args.docs)
+    data = finetune_ids()
     fc = qat.FinetuneConfig(steps=args.steps, seed=args.seed)
     ft = qat.finetune(model, data, fc, None)
     qt = qat.finetune(model, data, fc, spec)

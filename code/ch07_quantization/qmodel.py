@@ -24,6 +24,9 @@ from .pack import pack_int4, unpack_int4
 from .quant import QTensor, QuantSpec, quantize
 
 HELDOUT = Path(__file__).with_name("data") / "heldout.txt"
+# 微调（QAT 与对照组）用的文本：随书检查点训练页面（training.json 的 corpus_files）的一份冻结副本，
+# 这样页面以后改字，本章的数字也不变
+FINETUNE = Path(__file__).with_name("data") / "finetune.txt"
 
 
 # --8<-- [start:quant-linear]
@@ -108,6 +111,10 @@ def linear_bytes(model: nn.Module, float_bytes: int = 2) -> int:
 
 def heldout_ids(path: Path = HELDOUT) -> list[int]:
     return list(path.read_bytes())  # 本书模型的分词器就是 UTF-8 字节
+
+
+def finetune_ids(path: Path = FINETUNE) -> list[int]:
+    return list(path.read_bytes())
 
 
 def windows(ids: list[int], length: int = 256) -> Tensor:

@@ -82,17 +82,27 @@ def _groups(w: Tensor, spec: QuantSpec) -> Tensor:
     return F.pad(w, (0, pad)).reshape(-1, spec.group_size)  # 每行切成 ceil(in/group_size) 组
 
 
+def to_fp16(scale: Tensor) -> Tensor:
+    """scale 按部署时的存储精度（fp16，与 GPTQ/AWQ 相同）向上取到可表示的值，再用它求整数。
+
+    这样伪量化（QAT 训练时）与真量化（部署时）逐位相同，不会因 scale 精度不同而“训推不一致”；
+    向上取保证 amax / scale 不超过 qmax，最大的数不会被截断。
+    """
+    half = scale.clamp(min=2**-14).half()
+    up = torch.nextafter(half, torch.full_like(half, float("inf")))
+    return torch.where(half.float() < scale, up, half).float()
+
+
 # --8<-- [start:quantize]
 def quantize(w: Tensor, spec: QuantSpec) -> QTensor:
     g = _groups(w.detach().float(), spec)  # (G, n)
     if spec.symmetric:
-        amax = g.abs().amax(dim=1, keepdim=True).clamp(min=1e-8)
-        scale = amax / spec.qmax
+        scale = to_fp16(g.abs().amax(dim=1, keepdim=True) / spec.qmax)
         zero = torch.zeros_like(scale, dtype=torch.int32)
     else:
         lo = g.amin(dim=1, keepdim=True).clamp(max=0)  # 区间必须含 0，0 才能被精确表示
         hi = g.amax(dim=1, keepdim=True).clamp(min=0)
-        scale = ((hi - lo) / spec.qmax).clamp(min=1e-8)
+        scale = to_fp16((hi - lo) / spec.qmax)
         zero = torch.round(-lo / scale).to(torch.int32)
     q = torch.clamp(torch.round(g / scale) + zero, spec.qmin, spec.qmax)
     return QTensor(q.to(torch.int16), scale, zero, spec, w.shape)
