@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_check)
 
     s = sub.add_parser(
-        "train-eagle", help="在目标模型特征上训练 EAGLE 式草稿头（2 核 CPU 约 5 分钟）"
+        "train-eagle", help="在目标模型特征上训练 EAGLE 式草稿头（2 核 CPU 约 10 分钟）"
     )
     s.add_argument("--out", type=Path, required=True, help="输出目录")
     s.add_argument(

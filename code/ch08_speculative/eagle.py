@@ -95,7 +95,7 @@ class EagleProposer:
             draft.append(x)
             qs.append(q)
             if j + 1 < k:  # 把预测特征和刚猜的 token 再喂回去
-                pos = torch.tensor([L - 1 + j + 1])
+                pos = torch.tensor([L - 1 + j])  # 输入 (f̂_t, x_{t+1}) 放在位置 t，与训练时一致
                 feat = self.head(feat, embed(torch.tensor([[x]])), pos)
                 self.forwards += 1
         self.seconds += time.perf_counter() - t0

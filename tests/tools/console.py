@@ -56,7 +56,7 @@ def run(command: str) -> str:
     if argv[0] != "python":
         raise ValueError(f"只支持 python -m 命令：{command}")
     proc = subprocess.run(
-        [sys.executable, *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     return (proc.stdout + proc.stderr).rstrip("\n")
 
