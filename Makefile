@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 export NO_MKDOCS_2_WARNING := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help serve build test install lint figures model notebooks clean
+.PHONY: help serve build test install lint figures model drafts notebooks clean
 
 help:
 	@echo "make serve      建虚拟环境、只装站点依赖，并在 http://127.0.0.1:8000 预览"
@@ -18,6 +18,7 @@ help:
 	@echo "make figures    用各章代码重新生成文中的图"
 	@echo "make notebooks  重新执行练习笔记本并写回输出"
 	@echo "make model      在本书正文上重新训练随书的小模型（约 15 分钟）"
+	@echo "make drafts     重新训练第 8 章的草稿模型与 EAGLE 草稿头（约 10 分钟）"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,10 +57,20 @@ figures: $(VENV)/.all
 	$(BIN)/python -m ch06_scheduling compare --plot docs/assets/figures/ch06-batching-timeline.svg
 	$(BIN)/python -m ch06_scheduling pd --plot docs/assets/figures/ch06-pd-vs-colocated.svg
 	$(BIN)/python -m ch07_quantization primitives --plot docs/assets/figures/ch07-error-vs-bits.svg
+	$(BIN)/python -m ch08_speculative sweep --proposers draft draft-xs eagle ngram \
+		--plot docs/assets/figures/ch08-gamma-sweep.svg
 
 # 在本书正文上重新训练随书的小模型（2 核 CPU 约 15 分钟），写入 code/tinyllm/checkpoint。
 model: $(VENV)/.all
 	$(BIN)/python -m tinyllm.train --docs docs --out code/tinyllm/checkpoint
+
+# 第 8 章的草稿：与随书模型同语料的两个小模型，以及在其特征上训练的 EAGLE 式草稿头（约 10 分钟）。
+drafts: $(VENV)/.all
+	$(BIN)/python -m tinyllm.train --docs docs --preset draft \
+		--corpus-of code/tinyllm/checkpoint --out code/ch08_speculative/checkpoints/draft
+	$(BIN)/python -m tinyllm.train --docs docs --preset draft-xs \
+		--corpus-of code/tinyllm/checkpoint --out code/ch08_speculative/checkpoints/draft-xs
+	$(BIN)/python -m ch08_speculative train-eagle --out code/ch08_speculative/checkpoints/eagle
 
 notebooks: $(VENV)/.all
 	$(BIN)/python tests/tools/notebooks.py --write

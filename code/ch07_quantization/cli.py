@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help=MODEL_HELP)
     s.set_defaults(fn=cmd_pack)
 
-    s = sub.add_parser("qat", help="PTQ vs 普通微调 + PTQ vs QAT（CPU 上约半分钟）")
+    s = sub.add_parser("qat", help="PTQ vs 普通微调 + PTQ vs QAT（2 核 CPU 上约 1 分钟）")
     s.add_argument("--bits", type=int, choices=(2, 3, 4, 8), default=3, help="权重位数")
     s.add_argument("--granularity", choices=GRANS, default="channel", help="量化粒度")
     s.add_argument(

@@ -4,7 +4,7 @@
   ``--kv-cache-dtype int8_per_token_head`` 就是这个粒度（只在 Triton 注意力后端可用）；
 - ``int4``：同样的粒度换成 [-7, 7]，用来看位数再减半的代价；
 - ``fp8_e4m3`` / ``fp8_e5m2``：直接转成 FP8，scale 固定为 1.0——vLLM 在检查点没有提供
-  k_scale / v_scale 时就是这么做的（并打印 "Using KV cache scaling factor 1.0" 的警告）。
+  k_scale / v_scale 时就是这么做的（7.5 节说明它何时打印警告、何时只有一行提示）。
 
 在第 5 章的逐 token 前向（``ch05_kv_cache.forward``）上实现，只换掉“存 K/V”的那一步。
 """
