@@ -107,7 +107,8 @@ def speculative_generate(
     seq, stats = list(prompt), SpecStats()
     while len(seq) - len(prompt) < max_new_tokens:
         room = max_new_tokens - (len(seq) - len(prompt)) - 1  # 留一个位置给目标自己的 token
-        draft, q = proposer.propose(seq, min(gamma, room), temperature, gen) if room else ([], None)
+        k = min(gamma, room)
+        draft, q = proposer.propose(seq, k, temperature, gen) if k else ([], None)
         p = target.probs(seq + draft, len(draft) + 1, temperature)  # 一次前向验证全部草稿
         n, nxt = verify(p, q, draft, temperature, gen)
         seq += draft[:n] + [nxt]
