@@ -34,6 +34,20 @@ def number(kind: str, *, integer: bool = False, upper: float | None = None):
     return parse
 
 
+def run_subcommand(build_parser, default: str, argv: list[str] | None) -> int:
+    """第 5 章起各章命令行的共同入口：不给子命令时运行 ``default``；
+    模型目录不对、参数组合不成立（OSError、ValueError、KeyError）时打印一行“错误：…”退出，不抛调用栈。
+    """
+    args = build_parser().parse_args(argv)
+    if args.cmd is None:
+        args = build_parser().parse_args([default, *(argv or [])])
+    try:
+        args.fn(args)
+    except (OSError, ValueError, KeyError) as e:
+        sys.exit(f"错误：{e}")
+    return 0
+
+
 def share(text: str) -> float:
     try:
         value = float(text)

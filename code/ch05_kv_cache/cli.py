@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import torch
-from ch02_selector.cli import number
+from ch02_selector.cli import number, run_subcommand
 from ch03_gpu.vram import DTYPE_BYTES
 from tinyllm.hf import load_model
 
@@ -260,12 +260,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.cmd is None:
-        args = build_parser().parse_args(["bench", *(argv or [])])
     torch.manual_seed(0)
-    try:
-        args.fn(args)
-    except (OSError, ValueError) as e:  # 模型目录不对、参数组合不成立：一行说明，不抛调用栈
-        sys.exit(f"错误：{e}")
-    return 0
+    return run_subcommand(build_parser, "bench", argv)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from ch02_selector.cli import number
+from ch02_selector.cli import number, run_subcommand
 
 from .engine import RunResult, Worker, run, summarize
 from .executor import ModelExecutor
@@ -300,11 +300,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.cmd is None:
-        args = build_parser().parse_args(["compare", *(argv or [])])
-    try:
-        args.fn(args)
-    except (OSError, ValueError) as e:  # 模型目录不对、轨迹文件坏了、请求永远排不上
-        sys.exit(f"错误：{e}")
-    return 0
+    return run_subcommand(build_parser, "compare", argv)

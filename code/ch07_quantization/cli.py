@@ -6,11 +6,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
-from ch02_selector.cli import number
+from ch02_selector.cli import number, run_subcommand
 
 from . import alignment, formats, kv_quant, qat
 from .pack import pack_int4, unpack_int4
@@ -327,12 +326,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.cmd is None:
-        args = build_parser().parse_args(["model", *(argv or [])])
     torch.manual_seed(0)
-    try:
-        args.fn(args)
-    except (OSError, ValueError, KeyError) as e:  # 目录不对、参数组合不成立：一行说明，不抛调用栈
-        sys.exit(f"错误：{e}")
-    return 0
+    return run_subcommand(build_parser, "model", argv)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import torch
-from ch02_selector.cli import number
+from ch02_selector.cli import number, run_subcommand
 
 from .lm import CachedLM
 from .proposers import DraftModelProposer, JacobiProposer, NgramProposer
@@ -81,7 +81,16 @@ def check_length(args, prompts: list[list[int]]) -> None:
         sys.exit(f"错误：提示 + 生成共 {longest} 个 token，加上草稿超过模型上限 512")
 
 
+def check_sampling(args) -> None:
+    if args.temperature < 0:
+        raise ValueError("--temperature 不能为负")
+    names = getattr(args, "proposers", None) or [getattr(args, "draft", "")]
+    if args.temperature > 0 and "jacobi" in names:
+        raise ValueError("Jacobi 解码只定义了贪心，temperature 必须为 0")
+
+
 def cmd_demo(args) -> None:
+    check_sampling(args)
     prompt = encode(args.prompt)
     check_length(args, [prompt])
     base, b = run_one("ngram", 0, prompt, args)  # γ = 0：同一条代码路径上的逐 token 解码
@@ -152,6 +161,7 @@ def time_baseline(prompts: list[list[int]], args, repeats: int = 2) -> tuple[flo
 
 
 def cmd_sweep(args) -> None:
+    check_sampling(args)
     prompts = [encode(p) for p in PROMPTS]
     check_length(args, prompts)
     print(
@@ -314,18 +324,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.cmd is None:
-        args = build_parser().parse_args(["demo", *(argv or [])])
-    if getattr(args, "temperature", 0) < 0:
-        sys.exit("错误：--temperature 不能为负")
-    if getattr(args, "temperature", 0) > 0 and "jacobi" in (
-        getattr(args, "proposers", None) or [getattr(args, "draft", "")]
-    ):
-        sys.exit("错误：Jacobi 解码只定义了贪心，temperature 必须为 0")
     torch.manual_seed(0)
-    try:
-        args.fn(args)
-    except (OSError, ValueError, KeyError) as e:  # 目录不对、参数组合不成立：一行说明，不抛调用栈
-        sys.exit(f"错误：{e}")
-    return 0
+    return run_subcommand(build_parser, "demo", argv)
