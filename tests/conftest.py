@@ -1,36 +1,80 @@
-"""测试共用的夹具：仓库路径、一次严格构建的站点。"""
+"""测试共用的夹具：仓库路径、一次严格构建的站点、在子路径下提供服务的站点和浏览器。"""
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
+# 浏览器测试的截图、Lighthouse 报告与 PDF 留在这里，作为测试产物（不入库）。
+ARTIFACTS = ROOT / "test-artifacts"
+
+sys.path.insert(0, str(ROOT / "tests" / "tools"))
+# 浏览器开关与 tests/tools 下的脚本（PDF 等）共用一份。
+from browser import CHROMIUM_FLAGS, find_chromium  # noqa: E402
+from sitebuild import mkdocs_build  # noqa: E402
+
+NO_BROWSER = (
+    "未找到 chromium：跳过浏览器、Lighthouse 与 PDF 测试"
+    "（Debian 上 apt-get install chromium fonts-noto-cjk）"
+)
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """mkdocs.yml 里有 !!python 与 !ENV 标签；测试只读结构，把这些标签读成 None。"""
+
+
+_ConfigLoader.add_multi_constructor("tag:yaml.org,2002:python/", lambda *_: None)
+_ConfigLoader.add_constructor("!ENV", lambda *_: None)
+
+
+def load_mkdocs_config() -> dict:
+    return yaml.load((ROOT / "mkdocs.yml").read_text("utf-8"), Loader=_ConfigLoader)
+
+
+def chromium_path() -> str:
+    """返回 chromium 的路径；没有时跳过测试，但 ``CI=true`` 时判为失败，绝不静默跳过。"""
+    path = find_chromium()
+    if path:
+        return path
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail("CI=true 时浏览器测试不能跳过：" + NO_BROWSER, pytrace=False)
+    pytest.skip(NO_BROWSER)
 
 
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory) -> tuple[Path, str]:
     """用 ``mkdocs build --strict`` 构建一次站点，返回 (输出目录, 构建日志)。"""
-    shutil.rmtree(ROOT / ".cache" / "mkdocs-jupyter", ignore_errors=True)
     out = tmp_path_factory.mktemp("site")
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"mkdocs build --strict 失败：\n{log}"
+    code, log = mkdocs_build(out)
+    assert code == 0, f"mkdocs build --strict 失败：\n{log}"
     return out, log
+
+
+@pytest.fixture(scope="session")
+def site_url(built_site):
+    """在 127.0.0.1 上、``site_url`` 的子路径下提供构建好的站点，产出首页 URL。"""
+    from serve import serve
+
+    with serve(built_site[0]) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Playwright 驱动系统里的 chromium（不下载浏览器）。"""
+    executable = chromium_path()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
 
 
 def assert_clean_cli_error(main, argv: list[str], capsys) -> None:

@@ -124,6 +124,9 @@ def test_expected_speedup_formula():
     assert expected_tokens_per_step(0.8, 4) == pytest.approx((1 - 0.8**5) / 0.2)
     assert expected_speedup(0.8, 4, 0.0) == pytest.approx(3.3616)
     assert expected_speedup(0.5, 8, 0.2) < 1.0  # 接受率低、草稿又不够便宜时反而更慢
+    for bad in [(1.2, 4, 0.1), (-0.1, 4, 0.1), (0.5, -1, 0.1), (0.5, 4, -0.1)]:
+        with pytest.raises(ValueError):
+            expected_speedup(*bad)
 
 
 def test_alpha_estimator_counts_only_tested_positions():

@@ -82,4 +82,4 @@ def test_math_and_diagrams_are_marked_for_client_rendering(built_site):
     site, _ = built_site
     pages = [p.read_text("utf-8") for p in site.rglob("index.html")]
     assert any('class="arithmatex"' in p for p in pages), "没有页面含公式"
-    assert any('class="mermaid"' in p for p in pages), "没有页面含 mermaid 图"
+    assert any('class="book-diagram"' in p for p in pages), "没有页面含 mermaid 图"

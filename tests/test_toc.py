@@ -11,18 +11,11 @@ from __future__ import annotations
 import re
 
 import yaml
-from conftest import DOCS, ROOT
+from conftest import DOCS, ROOT, load_mkdocs_config
 from mkdocs.utils.meta import get_data
 
 SECTION_H1 = re.compile(r"^#\s+((?:\d+|[A-C])\.\d+)\s+(.+?)\s*$")
 CHAPTER_TITLE = re.compile(r"^第\s*(\d+)\s*章\s*(.+)$")
-
-
-class _Loader(yaml.SafeLoader):
-    """mkdocs.yml 里有 !!python 标签；目录测试只关心 nav，把这些标签读成 None。"""
-
-
-_Loader.add_multi_constructor("tag:yaml.org,2002:python/", lambda *_: None)
 
 
 def norm(text: str) -> str:
@@ -35,8 +28,7 @@ def load_toc() -> dict:
 
 
 def load_nav() -> list:
-    config = yaml.load((ROOT / "mkdocs.yml").read_text("utf-8"), Loader=_Loader)
-    return config["nav"]
+    return load_mkdocs_config()["nav"]
 
 
 def toc_sections() -> list[tuple[str, str]]:

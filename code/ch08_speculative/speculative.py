@@ -122,12 +122,16 @@ def speculative_generate(
 # --8<-- [start:theory]
 def expected_tokens_per_step(alpha: float, gamma: int) -> float:
     """每次目标前向期望产出的 token 数：(1 − α^(γ+1)) / (1 − α)（Leviathan et al. 式 (1)）。"""
-    if alpha >= 1:
+    if not 0 <= alpha <= 1 or gamma < 0:
+        raise ValueError(f"需要 0 ≤ α ≤ 1、γ ≥ 0，得到 α={alpha}、γ={gamma}")
+    if alpha == 1:
         return gamma + 1.0
     return (1 - alpha ** (gamma + 1)) / (1 - alpha)
 
 
 def expected_speedup(alpha: float, gamma: int, c: float) -> float:
     """墙钟加速比：(1 − α^(γ+1)) / ((1 − α)(γc + 1))，c = 草稿一次前向 / 目标一次前向的耗时。"""
+    if c < 0:
+        raise ValueError(f"耗时比 c 不能为负，得到 {c}")
     return expected_tokens_per_step(alpha, gamma) / (gamma * c + 1)
     # --8<-- [end:theory]
