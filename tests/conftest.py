@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -31,6 +32,18 @@ class _ConfigLoader(yaml.SafeLoader):
 
 _ConfigLoader.add_multi_constructor("tag:yaml.org,2002:python/", lambda *_: None)
 _ConfigLoader.add_constructor("!ENV", lambda *_: None)
+
+
+@functools.cache
+def _parse_html(path: str, mtime_ns: int):
+    from bs4 import BeautifulSoup
+
+    return BeautifulSoup(Path(path).read_text("utf-8"), "html.parser")
+
+
+def parse_html(path: Path):
+    """解析一个构建出的 HTML 页面（整个测试会话里每个文件只解析一次；调用方只读不改）。"""
+    return _parse_html(str(path), path.stat().st_mtime_ns)
 
 
 def load_mkdocs_config() -> dict:

@@ -6,11 +6,10 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 from conftest import DOCS
+from forkrun import run_code
 
 BLOCK = re.compile(r"^( *)```python[^\n]*\n(.*?)^\1```", re.M | re.S)
 NEEDS_GPU = re.compile(
@@ -36,7 +35,5 @@ BLOCKS = inline_blocks()
 def test_inline_python_block_runs(code, tmp_path):
     if NEEDS_GPU.search(code):
         pytest.skip("需要 GPU 或 vLLM/SGLang")
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _, stderr, returncode = run_code(code, tmp_path)
+    assert returncode == 0, stderr[-2000:]

@@ -86,13 +86,13 @@ def toc_chapters() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def book():
+def book(browser):
     """打印一次全书（构建 + 渲染 + 打印，一分多钟），返回 (结果, reader, 扁平书签)。"""
     chromium = chromium_path()
     from pdf import make_pdf
     from pypdf import PdfReader
 
-    result = make_pdf(ARTIFACTS / "book.pdf", chromium=chromium)
+    result = make_pdf(ARTIFACTS / "book.pdf", chromium=chromium, browser=browser)
     print(f"\n全书 PDF：{result.pages} 页，{result.size / 1e6:.1f} MB，{result.seconds:.0f} s")
     reader = PdfReader(result.path)
     outline: list[tuple[int, str, int]] = []  # (层级, 标题, 页码，从 0 起)
@@ -231,11 +231,12 @@ def test_fonts_embedded(book):
 
 
 def test_diagrams_rendered(starts, page_text):
+    # pdf.py 在打印前已确认每张图都画成了 SVG（否则报错）；这里抽查每四个有图的节里的一个，
+    # 确认纸上是画好的图（图里的文字在、源码不在）。pypdf 抽一页文字约 0.15 s，全查太慢。
     checked = 0
-    for page in starts:
+    with_diagrams = [p for p in starts if FENCE.search((DOCS / p).read_text("utf-8"))]
+    for page in with_diagrams[::4]:
         sources = FENCE.findall((DOCS / page).read_text("utf-8"))
-        if not sources:
-            continue
         text = "\n".join(page_text(i) for i in section_pages(starts, page))
         leaked = MERMAID_SOURCE.findall(text)
         assert not leaked, f"{page}：PDF 里出现了 mermaid 源码 {leaked}，图没有画出来"
@@ -243,7 +244,7 @@ def test_diagrams_rendered(starts, page_text):
             label = diagram_label(source)
             assert norm(label) in norm(text), f"{page}：图里的文字“{label}”不在 PDF 里"
             checked += 1
-    assert checked >= 20
+    assert checked >= 5
 
 
 def diagram_label(source: str) -> str:

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from bs4 import BeautifulSoup
+from conftest import parse_html
 
 
 def test_strict_build_has_no_warnings(built_site):
@@ -40,7 +40,7 @@ def test_no_third_party_assets(built_site):
     """字体、公式、图表全部自托管：页面不引用任何外部脚本、样式或字体。"""
     site, _ = built_site
     for html in site.rglob("*.html"):
-        soup = BeautifulSoup(html.read_text("utf-8"), "html.parser")
+        soup = parse_html(html)
         for tag, attr in (("script", "src"), ("link", "href"), ("img", "src")):
             for el in soup.find_all(tag):
                 url = el.get(attr) or ""
@@ -55,7 +55,7 @@ def test_code_box_comes_from_page_metadata(built_site):
     """章节页的“本章代码”框由章节 index.md 的 code_package 驱动，并列出本页嵌入的文件。"""
     site, _ = built_site
     page = site / "ch02-landscape" / "02.2-five-directions" / "index.html"
-    soup = BeautifulSoup(page.read_text("utf-8"), "html.parser")
+    soup = parse_html(page)
     box = soup.select_one("aside.book-code-box")
     assert box is not None
     assert "python -m ch02_selector --help" in box.get_text()
@@ -69,7 +69,7 @@ def test_every_page_has_edit_link_and_description(built_site):
     for html in site.rglob("index.html"):
         if html.parent.name in ("search",) or html.parent == site / "404":
             continue
-        soup = BeautifulSoup(html.read_text("utf-8"), "html.parser")
+        soup = parse_html(html)
         if soup.select_one("article") is None:
             continue
         edit = soup.select_one('a[title="编辑此页"]') or soup.select_one("a.md-content__button")

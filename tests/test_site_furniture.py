@@ -12,8 +12,7 @@ from xml.etree import ElementTree
 
 import pytest
 import yaml
-from bs4 import BeautifulSoup
-from conftest import DOCS, ROOT, load_mkdocs_config
+from conftest import DOCS, ROOT, load_mkdocs_config, parse_html
 from serve import site_prefix
 
 SITE_URL = "https://llm-inference-book.github.io" + site_prefix()
@@ -22,7 +21,7 @@ SITE_URL = "https://llm-inference-book.github.io" + site_prefix()
 def article_pages(site: Path) -> list[Path]:
     pages = []
     for html in sorted(site.rglob("index.html")):
-        soup = BeautifulSoup(html.read_text("utf-8"), "html.parser")
+        soup = parse_html(html)
         if soup.select_one("article") is not None:
             pages.append(html)
     return pages
@@ -52,7 +51,7 @@ def test_pages_show_last_updated_date_from_git(built_site):
         html = site / (rel.parent if rel.name == "index" else rel) / "index.html"
         if expected is None or not html.is_file():
             continue  # 尚未提交的新页面没有 git 日期
-        box = BeautifulSoup(html.read_text("utf-8"), "html.parser").select_one(".md-source-file")
+        box = parse_html(html).select_one(".md-source-file")
         assert box is not None and expected in box.get_text(), f"{html}: 应显示 {expected}"
         checked += 1
     assert checked > 50
@@ -61,7 +60,7 @@ def test_pages_show_last_updated_date_from_git(built_site):
 def test_meta_description_and_social_meta(built_site):
     site, _ = built_site
     for html in article_pages(site):
-        soup = BeautifulSoup(html.read_text("utf-8"), "html.parser")
+        soup = parse_html(html)
 
         def meta(key, soup=soup):
             tag = soup.find("meta", attrs={"property": key}) or soup.find(
@@ -78,7 +77,7 @@ def test_meta_description_and_social_meta(built_site):
 
 def test_404_page(built_site):
     site, _ = built_site
-    soup = BeautifulSoup((site / "404.html").read_text("utf-8"), "html.parser")
+    soup = parse_html(site / "404.html")
     assert "404" in soup.h1.get_text()
     hrefs = [a["href"] for a in soup.select("article a")]
     assert SITE_URL in hrefs, "404 页要有回首页的链接（绝对地址：它可能出现在任何深度的路径下）"
@@ -108,7 +107,7 @@ def test_book_version_in_footer_and_changelog(built_site):
     headings = re.findall(r"^## v(\d+\.\d+\.\d+)（(\d{4}-\d{2}-\d{2})）", changelog, re.M)
     assert headings and headings[0][0] == version, "更新日志的第一个版本必须是当前版本"
     for html in article_pages(site)[:20]:
-        footer = BeautifulSoup(html.read_text("utf-8"), "html.parser").select_one(".book-version")
+        footer = parse_html(html).select_one(".book-version")
         assert footer is not None and f"v{version}" in footer.get_text(), html
 
 
@@ -128,9 +127,7 @@ def test_every_chapter_opener_links_its_code_zip(built_site):
     assert len(openers) >= 8
     for chapter, package in openers:
         page = site / chapter / "index.html"
-        link = BeautifulSoup(page.read_text("utf-8"), "html.parser").select_one(
-            "a.book-code-box__download"
-        )
+        link = parse_html(page).select_one("a.book-code-box__download")
         assert link is not None, page
         target = (page.parent / link["href"]).resolve()
         assert target == (site / "downloads" / f"{package}.zip").resolve()
@@ -206,8 +203,7 @@ def test_heavy_assets_load_only_where_used(built_site):
     site, _ = built_site
     seen = {"math": 0, "diagram": 0, "notebook": 0}
     for html in article_pages(site):
-        text = html.read_text("utf-8")
-        soup = BeautifulSoup(text, "html.parser")
+        soup = parse_html(html)
         article = str(soup.select_one("article"))
         scripts = " ".join(s.get("src", "") for s in soup.find_all("script"))
         styles = " ".join(s.get_text() for s in soup.find_all("style"))

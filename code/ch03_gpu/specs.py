@@ -73,7 +73,7 @@ def markdown_table(gpus: list[GpuSpec]) -> str:
     lines = [
         "| GPU | 架构 | 显存 | 带宽 (GB/s) | BF16 (TFLOPS) | FP8 (TFLOPS) "
         "| 屋脊点 (FLOP/B) | TDP (W) |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for g in gpus:
         lines.append(

@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from forkrun import run_module
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 BLOCK = re.compile(
@@ -55,6 +57,9 @@ def run(command: str) -> str:
     argv = shlex.split(command)
     if argv[0] != "python":
         raise ValueError(f"只支持 python -m 命令：{command}")
+    if argv[1:2] == ["-m"] and len(argv) > 2:
+        stdout, stderr, _ = run_module(argv[2], argv[3:])
+        return (stdout + stderr).rstrip("\n")
     proc = subprocess.run(
         [sys.executable, *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300
     )

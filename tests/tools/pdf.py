@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 import tempfile
@@ -275,18 +276,33 @@ def build_site(site_dir: Path) -> None:
         raise PdfError(f"{site_dir} 里没有 {PRINT_PAGE}index.html：print-site 插件没有启用？")
 
 
-def print_pdf(site_dir: Path, out: Path, chromium: str) -> tuple[int, int]:
+@contextlib.contextmanager
+def _browser(chromium: str, browser=None):
+    """用调用方已经开着的 Playwright 浏览器（测试里的会话级夹具），或者自己启动一个。"""
+    if browser is not None:
+        yield browser
+        return
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def print_pdf(site_dir: Path, out: Path, chromium: str, browser=None) -> tuple[int, int]:
     """打开 site_dir 的全书页，等图与公式渲染完后打印到 out；返回 (图数, 公式数)。"""
     from playwright.sync_api import Error as PlaywrightError
-    from playwright.sync_api import sync_playwright
 
     title, version = book_info()
     header = HEADER.format(title=title, version=f"v{version}" if version else "")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with serve(site_dir) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+    with serve(site_dir) as url, _browser(chromium, browser) as b:
+        context = b.new_context(viewport={"width": 1000, "height": 1400})
         try:
-            page = browser.new_page(viewport={"width": 1000, "height": 1400})
+            page = context.new_page()
             page.route(BLOCKED_SCRIPTS, lambda route: route.abort())
             page.route(url + PRINT_PAGE, _fix_print_page)
             errors: list[str] = []
@@ -319,7 +335,7 @@ def print_pdf(site_dir: Path, out: Path, chromium: str) -> tuple[int, int]:
                 margin=MARGIN,
             )
         finally:
-            browser.close()
+            context.close()
     return diagrams, formulas
 
 
@@ -335,7 +351,7 @@ def _fix_print_page(route) -> None:
     route.fulfill(status=response.status, headers=headers, body=body)
 
 
-def make_pdf(out: Path, *, chromium: str, site_dir: Path | None = None) -> PdfResult:
+def make_pdf(out: Path, *, chromium: str, site_dir: Path | None = None, browser=None) -> PdfResult:
     """构建（或复用 site_dir 里已有的 BOOK_PDF=true 构建）并打印全书 PDF。"""
     from pypdf import PdfReader
 
@@ -353,7 +369,7 @@ def make_pdf(out: Path, *, chromium: str, site_dir: Path | None = None) -> PdfRe
         elif not (site_dir / PRINT_PAGE / "index.html").is_file():
             raise PdfError(f"{site_dir} 里没有 {PRINT_PAGE}index.html：先用 BOOK_PDF=true 构建")
         log("渲染：打开全书页，等图、公式、图片与字体就绪")
-        diagrams, formulas = print_pdf(site_dir, out, chromium)
+        diagrams, formulas = print_pdf(site_dir, out, chromium, browser)
     log(f"打印完成（{since()}）；修正文字层里的康熙部首")
     unify_cjk_text(out)
     pages = len(PdfReader(out).pages)
