@@ -218,3 +218,17 @@ def test_heavy_assets_load_only_where_used(built_site):
         seen["diagram"] += has_diagram
         seen["notebook"] += is_notebook
     assert all(seen.values()), seen
+
+
+def test_footer_downloads_are_what_make_build_writes():
+    """页脚的离线版与 PDF 链接，指向的正是 make build 写出的文件（GitHub Pages 发布的就是它）。"""
+    footer = (ROOT / "overrides/partials/copyright.html").read_text("utf-8")
+    targets = re.findall(r"'(downloads/[^']+)'", footer)
+    assert sorted(targets) == [
+        "downloads/llm-inference-book-offline.zip",
+        "downloads/llm-inference-book.pdf",
+    ]
+    makefile = (ROOT / "Makefile").read_text("utf-8")
+    recipe = makefile.split("\nbuild:", 1)[1].split("\n\n", 1)[0]
+    for target in targets:
+        assert f"--out site/{target}" in recipe, f"make build 没有生成 {target}"
