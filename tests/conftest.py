@@ -50,14 +50,18 @@ def load_mkdocs_config() -> dict:
     return yaml.load((ROOT / "mkdocs.yml").read_text("utf-8"), Loader=_ConfigLoader)
 
 
-def chromium_path() -> str:
-    """返回 chromium 的路径；没有时跳过测试，但 ``CI=true`` 时判为失败，绝不静默跳过。"""
-    path = find_chromium()
+def require_tool(path: str | None, missing: str) -> str:
+    """有这个外部工具就返回它的路径；没有时跳过测试，但 ``CI=true`` 时判为失败，绝不静默跳过。"""
     if path:
         return path
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail("CI=true 时浏览器测试不能跳过：" + NO_BROWSER, pytrace=False)
-    pytest.skip(NO_BROWSER)
+        pytest.fail("CI=true 时这项测试不能跳过：" + missing, pytrace=False)
+    pytest.skip(missing)
+
+
+def chromium_path() -> str:
+    """chromium 的路径（浏览器、Lighthouse 与 PDF 测试用）。"""
+    return require_tool(find_chromium(), NO_BROWSER)
 
 
 @pytest.fixture(scope="session")

@@ -183,7 +183,7 @@ def test_math_and_mermaid_render(visit):
 
 
 def test_heavy_assets_only_where_used(visit):
-    """没有公式和图的页面不加载 KaTeX 与 mermaid；有图的页面首屏之外的图不提前加载 mermaid。"""
+    """运行时看：没有公式和图的页面，连动态插入的脚本在内，也不加载 KaTeX 与 mermaid。"""
     v = visit("changelog/")
     scripts = v.page.evaluate("[...document.scripts].map(s => s.src)")
     assert not [s for s in scripts if "katex" in s or "mermaid" in s or "diagrams" in s]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 
@@ -19,7 +18,7 @@ from ch01_economics.cost import cost_per_million_tokens
 from ch03_gpu.vram import DTYPE_BYTES, kv_bytes_per_token, kv_cache_bytes
 from ch05_kv_cache.kv_size import load_layouts
 from ch08_speculative.speculative import expected_speedup, expected_tokens_per_step
-from conftest import ROOT
+from conftest import ROOT, require_tool
 from tinyllm import ModelConfig
 
 SCRIPT = ROOT / "docs" / "assets" / "javascripts" / "calculators.js"
@@ -60,13 +59,8 @@ process.stdout.write(JSON.stringify(out));
 
 
 def node_path() -> str:
-    """返回 node 的路径；没有时跳过，但 ``CI=true`` 时判为失败。"""
-    path = shutil.which("node")
-    if path:
-        return path
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail("CI=true 时计算器测试不能跳过：" + NO_NODE, pytrace=False)
-    pytest.skip(NO_NODE)
+    """node 的路径；没有时跳过，但 ``CI=true`` 时判为失败。"""
+    return require_tool(shutil.which("node"), NO_NODE)
 
 
 # ---- Python 一侧：本书的函数，加上与 calculators.js 相同的显示格式 ----
