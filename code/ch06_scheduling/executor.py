@@ -47,8 +47,12 @@ class ModelExecutor:
         for seq, n in batch.items:
             end += n
             if reaches_end(seq, n):  # prefill 的中间块不采样
-                out[seq] = int(logits[end - 1].argmax())  # 贪心
+                out[seq] = self.pick(seq, logits[end - 1])
         return out
+
+    def pick(self, seq: Sequence, logits: torch.Tensor) -> int:
+        """从一行 logits 选出下一个 token：这里是贪心；第 9 章的服务按请求的温度采样。"""
+        return int(logits.argmax())
         # --8<-- [end:model-executor]
 
 

@@ -27,7 +27,7 @@ from mkdocs.utils.meta import get_data
 ROOT = Path(__file__).resolve().parents[2]
 CODE = ROOT / "code"
 # 导入名与 PyPI 发行名不同的第三方库。
-DIST_NAMES = {"yaml": "PyYAML", "pynvml": "nvidia-ml-py"}
+DIST_NAMES = {"yaml": "PyYAML", "pynvml": "nvidia-ml-py", "prometheus_client": "prometheus-client"}
 SKIP_PARTS = {"__pycache__", ".pytest_cache"}
 ZIP_TIME = (2026, 1, 1, 0, 0, 0)
 
