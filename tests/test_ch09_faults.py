@@ -77,7 +77,7 @@ def test_failing_replica_returns_500_then_declares_itself_dead(procs):
 
 
 def test_least_outstanding_sends_less_to_a_slow_replica(procs):
-    _, slow = procs("serve", "--inject-delay", "0.03")
+    _, slow = procs("serve", "--inject-delay", "0.1")
     _, fast = procs("serve")
     shares = {}
     for policy in ("round_robin", "least_outstanding"):
@@ -86,7 +86,7 @@ def test_least_outstanding_sends_less_to_a_slow_replica(procs):
         assert s.errors == 0
         m = scrape(gw)
         to_slow = metric(m, "book_router_requests_total", backend=slow)
-        shares[policy] = (to_slow / metric(m, "book_router_requests_total"), s.latency_ms["p95"])
+        shares[policy] = (to_slow / metric(m, "book_router_requests_total"), s.wall_s)
         stop(gw_proc)
     assert shares["round_robin"][0] == pytest.approx(0.5, abs=0.05)
     assert shares["least_outstanding"][0] < 0.4

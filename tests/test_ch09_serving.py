@@ -298,3 +298,27 @@ def test_cli_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit) as e:  # 参数合法、值不合法：一行“错误：…”
         main(["bench", "--url", "http://8.8.8.8:1"])
     assert "只允许压测本机回环地址" in str(e.value.code)
+
+
+def test_full_queue_sheds_load_with_503_and_retry_after():
+    proc, url = start_process("serve", "--max-num-seqs", "1", "--max-waiting", "2",
+                              "--inject-delay", "0.02")  # fmt: skip
+    body = {"prompt": "排队", "max_tokens": 20, "ignore_eos": True}
+    try:
+
+        async def main():
+            async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+                return await asyncio.gather(
+                    *(client.post("/v1/completions", json=body) for _ in range(8))
+                )
+
+        responses = asyncio.run(main())
+        codes = sorted(r.status_code for r in responses)
+        assert codes.count(200) >= 3 and set(codes) == {200, 503}, codes
+        shed = [r for r in responses if r.status_code == 503]
+        assert all(r.headers["Retry-After"] == "1" for r in shed)
+        assert httpx.get(f"{url}/ready").status_code == 200  # 满载不等于不就绪
+        m = scrape(url)
+        assert metric(m, "vllm:admission_rejections_total") == len(shed)
+    finally:
+        stop(proc)

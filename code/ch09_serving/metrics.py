@@ -86,6 +86,11 @@ class ServerMetrics:
             [*labels, "finished_reason"],
             registry=r,
         )
+        for reason in ("stop", "length", "abort", "error"):  # 先建好：rate() 才看得到第一次出现
+            self.success.labels(**self.labels, finished_reason=reason)
+        self.rejected = Counter("vllm:admission_rejections", "等待队列满、被拒的请求数",
+                                ["model_name", "reason"], registry=r).labels(
+            model_name=model_name, reason="max_num_queued_reqs")  # fmt: skip
         self.preemptions = Counter("vllm:num_preemptions", "累计抢占次数", labels, registry=r)
         self.http = Counter(
             "book_http_responses", "HTTP 响应数（按路径和状态码）", ["path", "status"], registry=r

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -38,6 +39,8 @@ from .security import RateLimiter, authenticate
 
 log = logging.getLogger("ch09_serving.server")
 TOKENIZER = ByteTokenizer()
+KNOWN_PATHS = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/ready",
+               "/metrics"}  # fmt: skip
 DEFAULT_SCHEDULER = SchedulerConfig(max_num_seqs=32, num_blocks=1024)  # 1024 块 × 16 = 16384 个槽
 
 
@@ -83,7 +86,8 @@ class HttpMetrics:
 
         async def send_and_count(message):
             if message["type"] == "http.response.start":
-                self.counter.labels(scope["path"], str(message["status"])).inc()
+                path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"  # 防标签爆炸
+                self.counter.labels(path, str(message["status"])).inc()
             await send(message)
 
         await self.app(scope, receive, send_and_count)
@@ -161,9 +165,11 @@ def create_app(
 
     @app.get("/ready")
     async def ready():
-        """就绪：活着、没在退出、等待队列没满。失败时只是暂时不给它分流量。"""
-        engine, waiting = app.state.engine, app.state.engine.stats()["waiting"]
-        if not engine.alive or state["draining"] or waiting >= settings.max_waiting:
+        """就绪：活着、没在退出。失败时只是暂时不给它分流量。
+        队列满不算不就绪：那时回 503 + Retry-After 更好——所有副本都满时，把它们全部摘掉
+        只会让客户端连 Retry-After 都拿不到。"""
+        engine = app.state.engine
+        if not engine.alive or state["draining"]:
             return JSONResponse({"status": "not ready"}, status_code=503)
         return {"status": "ready"}
         # --8<-- [end:probes]
@@ -226,6 +232,7 @@ def create_app(
         except StopAsyncIteration:
             return None
         except EngineOverloaded as e:
+            metrics.rejected.inc()
             raise P.ApiError(503, str(e), "server_error", headers={"Retry-After": "1"}) from None
         except EngineUnavailable as e:
             raise P.ApiError(503, str(e), "server_error") from None
@@ -237,58 +244,69 @@ def create_app(
         req, prompt, params = await admit(request, P.ChatRequest if chat else P.CompletionRequest)
         rid = P.new_id("chatcmpl" if chat else "cmpl")
         tokens = app.state.engine.generate(prompt, params)  # 异步生成器：第一次迭代才入队
-        if req.stream:
-            return StreamingResponse(
-                sse(rid, req, prompt, params, tokens, chat), media_type="text/event-stream"
-            )
+        deadline = time.monotonic() + settings.request_timeout_s
 
         async def collect() -> list[int]:
-            async with contextlib.aclosing(tokens):
-                head = await first(tokens)
-                return [] if head is None else [head, *[t async for t in tokens]]
+            head = await first(tokens)
+            if req.stream or head is None:  # 流式：拿到首 token 就开始回 200，其余边生成边发
+                return [] if head is None else [head]
+            return [head, *[t async for t in tokens]]
 
-        job = asyncio.create_task(collect())
-        watcher = asyncio.create_task(until_disconnected(request))
-        done, _ = await asyncio.wait(
-            {job, watcher}, timeout=settings.request_timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
-        watcher.cancel()
-        if job not in done:  # 超时或客户端已走：撤下请求，把 KV 块还给别人
-            job.cancel()
-            await asyncio.gather(job, return_exceptions=True)
-            raise timeout_error(settings.request_timeout_s)
         try:
-            out = job.result()
-        except EngineError as e:
-            raise P.ApiError(500, str(e), "server_error") from None
+            out = await until_done_or_gone(request, collect(), deadline)
+        except BaseException:
+            await tokens.aclose()  # 出错、超时、客户端已走：撤下请求，把 KV 块还给别人
+            raise
+        if req.stream:
+            return StreamingResponse(sse(rid, req, prompt, params, out, tokens, chat, deadline),
+                                     media_type="text/event-stream")  # fmt: skip
         finish = finish_reason(out, params)
         body = P.completion_body(rid, settings.model_name, TOKENIZER.decode(out), finish, chat)
         return body | {"usage": P.usage(len(prompt), len(out))}
         # --8<-- [end:complete]
 
+    async def until_done_or_gone(request: Request, work, deadline: float):
+        """等 ``work`` 做完；超时回 504，客户端先断开就取消它。"""
+        job = asyncio.create_task(work)
+        watcher = asyncio.create_task(until_disconnected(request))
+        timeout = max(0.0, deadline - time.monotonic())
+        done, _ = await asyncio.wait({job, watcher}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        watcher.cancel()
+        if job not in done:
+            job.cancel()
+            await asyncio.gather(job, return_exceptions=True)
+            raise timeout_error(settings.request_timeout_s)
+        try:
+            return job.result()
+        except EngineError as e:
+            raise P.ApiError(500, str(e), "server_error") from None
+
     # --8<-- [start:sse]
-    async def sse(rid, req, prompt, params, tokens: AsyncIterator[int], chat: bool):
+    async def sse(rid, req, prompt, params, out, tokens: AsyncIterator[int], chat, deadline):
         """每个 token 一条 ``data: {...}``，最后 ``data: [DONE]``。中途出错也以 SSE 事件告知。"""
         decoder = codecs.getincrementaldecoder("utf-8")("replace")  # 多字节汉字攒齐了才输出
-        out: list[int] = []
 
         def event(obj) -> str:
             return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
+        def delta(token: int) -> str:
+            return decoder.decode(bytes([token]) if token < 256 else b"")
+
         async with contextlib.aclosing(tokens):  # 客户端断开 → 本生成器被取消 → 请求被撤下
             try:
-                async with asyncio.timeout(settings.request_timeout_s):
-                    head = await first(tokens)
-                    async for token in _chain(head, tokens):
+                async with asyncio.timeout_at(asyncio.get_running_loop().time()
+                                              + deadline - time.monotonic()):  # fmt: skip
+                    if out and (text := delta(out[0])):
+                        yield event(P.chunk_body(rid, settings.model_name, text, None, chat))
+                    async for token in tokens:
                         out.append(token)
-                        text = decoder.decode(bytes([token]) if token < 256 else b"")
-                        if text:
+                        if text := delta(token):
                             yield event(P.chunk_body(rid, settings.model_name, text, None, chat))
             except TimeoutError:
                 yield event(timeout_error(settings.request_timeout_s).body())
-            except (P.ApiError, EngineError) as e:
-                err = e if isinstance(e, P.ApiError) else P.ApiError(500, str(e), "server_error")
-                yield event(err.body())
+            except EngineError as e:
+                yield event(P.ApiError(500, str(e), "server_error").body())
             else:
                 tail = decoder.decode(b"", final=True)
                 finish = finish_reason(out, params)
@@ -309,14 +327,6 @@ def create_app(
 
     app.add_middleware(HttpMetrics, counter=metrics.http)
     return app
-
-
-async def _chain(head: int | None, rest: AsyncIterator[int]) -> AsyncIterator[int]:
-    if head is None:
-        return
-    yield head
-    async for token in rest:
-        yield token
 
 
 def timeout_error(seconds: float) -> P.ApiError:
