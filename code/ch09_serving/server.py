@@ -97,7 +97,7 @@ def error_response(e: P.ApiError) -> JSONResponse:
     return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
 
-async def read_body(request: Request, limit: int) -> object:
+async def read_body(request: Request, limit: int) -> bytes:
     """先看 Content-Length，再边读边数：分块传输的大请求体也不会被整个读进内存。"""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -108,8 +108,12 @@ async def read_body(request: Request, limit: int) -> object:
         if size > limit:
             raise P.ApiError(413, f"请求体超过 {limit} 字节")
         chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> object:
     try:
-        return json.loads(b"".join(chunks))
+        return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise P.ApiError(400, f"请求体不是合法的 JSON：{e}") from None
 
@@ -193,10 +197,10 @@ def create_app(
         """大小 → 认证 → 限流 → 校验 → 长度检查；任何一关不过都抛 ApiError。"""
         if state["draining"]:
             raise P.ApiError(503, "服务正在退出，请重试", "server_error")
-        payload = await read_body(request, settings.max_body_bytes)
+        raw = await read_body(request, settings.max_body_bytes)
         who = authenticate(request.headers.get("authorization"), settings.api_keys)
         limiter.check(who)
-        req = P.parse(kind, payload)
+        req = P.parse(kind, parse_json(raw))
         if req.model not in (None, settings.model_name):
             raise P.ApiError(
                 404, f"模型 {req.model!r} 不存在", param="model", code="model_not_found"
