@@ -130,3 +130,21 @@ def test_sigkill_mid_stream_is_visible_to_the_client(procs):
                 if events == 5:
                     a.send_signal(signal.SIGKILL)
     assert 5 <= events < 200 and not done
+
+
+def test_hung_forward_pass_fails_liveness(procs):
+    """前向卡住不会抛异常；/health 看这一步跑了多久，超过 --stall-timeout 就回 503，让 K8s 重启。"""
+    _, url = procs("serve", "--inject-delay", "3", "--stall-timeout", "1")
+
+    async def main():
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            job = asyncio.create_task(client.post("/v1/completions", json={"prompt": "卡"}))
+            statuses = []
+            for _ in range(25):
+                await asyncio.sleep(0.1)
+                statuses.append((await client.get("/health")).status_code)
+            job.cancel()
+            return statuses
+
+    statuses = asyncio.run(main())
+    assert statuses[0] == 200 and statuses[-1] == 503

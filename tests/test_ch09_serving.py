@@ -314,7 +314,7 @@ def test_full_queue_sheds_load_with_503_and_retry_after():
 
         responses = asyncio.run(main())
         codes = sorted(r.status_code for r in responses)
-        assert codes.count(200) >= 3 and set(codes) == {200, 503}, codes
+        assert codes.count(200) >= 2 and set(codes) == {200, 503}, codes  # 队列容得下的那几个
         shed = [r for r in responses if r.status_code == 503]
         assert all(r.headers["Retry-After"] == "1" for r in shed)
         assert httpx.get(f"{url}/ready").status_code == 200  # 满载不等于不就绪

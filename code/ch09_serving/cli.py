@@ -42,6 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         max_tokens_limit=args.max_tokens_limit,
         request_timeout_s=args.request_timeout,
         max_waiting=args.max_waiting,
+        stall_timeout_s=args.stall_timeout,
     )
     config = SchedulerConfig(max_num_seqs=args.max_num_seqs, num_blocks=args.num_blocks)
     plan = FaultPlan(args.inject_delay, args.inject_fail_from_step, args.inject_exit_at_step)
@@ -163,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-blocks", type=count, default=1024, help="KV 块数（每块 16 个 token）")
     s.add_argument("--max-waiting", type=count, default=256, help="等待队列上限，满了回 503")
     s.add_argument("--request-timeout", type=positive, default=60.0, help="单个请求的超时，秒")
+    s.add_argument("--stall-timeout", type=positive, default=30.0,
+                   help="一步前向超过这么多秒，/health 回 503（默认 30）")  # fmt: skip
     s.add_argument("--drain-timeout", type=positive, default=30.0, help="优雅退出最多等几秒")
     g = s.add_argument_group("故障注入（9.9 节）")
     g.add_argument("--inject-delay", type=positive, default=0.0, help="每步额外延迟，秒")

@@ -109,6 +109,7 @@ class AsyncEngine:
         self.hooks = hooks or EngineHooks()
         self.failures = 0  # 连续失败的步数；成功一步清零
         self.dead: str | None = None  # 不为 None 时引擎已放弃：/health 回 503，等待重启
+        self.step_started: float | None = None  # 正在跑的这一步何时开始（time.monotonic）
         self._ids, self._t0 = itertools.count(), time.monotonic()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -166,11 +167,14 @@ class AsyncEngine:
             for seq, _ in batch.items:
                 if seq.first_scheduled is None:
                     seq.first_scheduled = time.monotonic() - self._t0  # 与 req.arrival 同一时间基准
+            self.step_started = time.monotonic()
             try:
                 sampled = await asyncio.to_thread(self.executor.execute, batch)
             except Exception as e:  # noqa: BLE001 —— 一步失败只影响这一批请求
                 self._step_failed(batch, e)
                 continue
+            finally:
+                self.step_started = None
             self.failures = 0
             now = time.monotonic()
             self.hooks.on_step(batch.num_tokens, time.perf_counter() - t0)
@@ -226,6 +230,10 @@ class AsyncEngine:
             self._finish(seq, error)
         self.scheduler.running.clear()
         self.scheduler.waiting.clear()
+
+    def stalled_for(self) -> float:
+        """当前这一步已经跑了多久；没在跑为 0。前向卡死不会抛异常，只能靠它发现。"""
+        return 0.0 if self.step_started is None else time.monotonic() - self.step_started
 
     def stats(self) -> dict[str, float]:
         m = self.scheduler.manager

@@ -113,9 +113,12 @@ class ServerMetrics:
         return EngineHooks(self.token, self.finish, on_step)
 
     def token(self, seq: ServeSequence, now: float) -> None:
+        """每个 token 都计数（与 vLLM 一样按步计，后来被中止的请求已生成的也算）。"""
+        self.generation_tokens.inc()
         last = self._last_token.get(id(seq))
         if last is None:
             self.ttft.observe(now - seq.arrived_at)
+            self.prompt_tokens.inc(len(seq.req.prompt))  # 首个 token 出来，提示已经算完
         else:
             self.itl.observe(now - last)
         self._last_token[id(seq)] = now
@@ -128,7 +131,5 @@ class ServerMetrics:
         self.e2e.observe(now - seq.arrived_at)
         if seq.first_scheduled is not None:
             self.queue.observe(seq.first_scheduled - seq.req.arrival)
-        self.prompt_tokens.inc(len(seq.req.prompt))
-        self.generation_tokens.inc(len(seq.output))
 
     # --8<-- [end:metrics]

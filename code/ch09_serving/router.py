@@ -29,6 +29,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from . import protocol as P
+
 log = logging.getLogger("ch09_serving.router")
 POLICIES = ("round_robin", "least_outstanding")
 RETRY_STATUS = (500, 502, 503, 504)
@@ -79,16 +81,18 @@ def create_router_app(
     client = httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=1024))
 
     # --8<-- [start:health]
+    async def probe(b: Backend) -> None:
+        try:
+            ok = (await client.get(f"{b.url}/ready", timeout=2.0)).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        if ok != b.healthy:
+            log.warning("%s %s", b.url, "恢复" if ok else "摘除")
+        b.healthy = ok
+
     async def check_health() -> None:
-        while True:
-            for b in router.backends:
-                try:
-                    ok = (await client.get(f"{b.url}/ready", timeout=2.0)).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if ok != b.healthy:
-                    log.warning("%s %s", b.url, "恢复" if ok else "摘除")
-                b.healthy = ok
+        while True:  # 各副本并发检查：一个卡住的副本不拖慢对其他副本的判断
+            await asyncio.gather(*(probe(b) for b in router.backends))
             await asyncio.sleep(health_interval_s)
             # --8<-- [end:health]
 
@@ -130,17 +134,26 @@ def create_router_app(
             tried.add(b)
             retried.inc(attempt > 0)
             b.outstanding, b.sent = b.outstanding + 1, b.sent + 1
+            resp = None
             try:
                 req = client.build_request("POST", f"{b.url}/v1/{path}", content=body,
                                            headers=headers)  # fmt: skip
                 resp = await client.send(req, stream=True)
                 if not is_sse(resp):  # 非流式：整个读完才算成功，读到一半断了也能重试
                     await resp.aread()
+            except httpx.TimeoutException:  # 慢不等于死：不摘除，也不重发（重发会让负载翻倍）
+                b.outstanding -= 1
+                outcomes.labels(b.url, "timeout").inc()
+                return JSONResponse(P.ApiError(504, "副本响应超时", "timeout_error").body(),
+                                    status_code=504)  # fmt: skip
             except httpx.TransportError as e:  # 连不上、被重置：这个副本多半没了
                 b.outstanding -= 1
                 b.healthy, last = False, f"{type(e).__name__}"
                 outcomes.labels(b.url, "connect_error").inc()
                 continue
+            finally:
+                if resp is not None and not is_sse(resp):
+                    await resp.aclose()
             if resp.status_code in RETRY_STATUS and attempt < router.retries:
                 await resp.aclose()
                 b.outstanding -= 1
@@ -149,30 +162,38 @@ def create_router_app(
                 continue
             outcomes.labels(b.url, str(resp.status_code)).inc()
             return await relay(b, resp)
-        return JSONResponse({"error": {"message": f"所有副本都失败了（{last}）",
-                                       "type": "server_error", "param": None, "code": None}},
+        return JSONResponse(P.ApiError(503, f"所有副本都失败了（{last}）", "server_error").body(),
                             status_code=503)  # fmt: skip
 
     async def relay(b: Backend, resp: httpx.Response) -> Response:
         """把副本的响应原样转回去。流式响应边收边转，中途断了客户端会看到流被截断。"""
         out_headers = {k: v for k, v in resp.headers.items() if k.lower() not in HOP_HEADERS}
-        if not is_sse(resp):
-            await resp.aclose()
+        if not is_sse(resp):  # 已在 forward 里读完并关闭
             b.outstanding -= 1
             return Response(resp.content, resp.status_code, out_headers)
 
-        async def stream():
-            try:
-                async for chunk in resp.aiter_raw():
-                    yield chunk
-            finally:
-                await resp.aclose()
-                b.outstanding -= 1
+        async def release() -> None:
+            await resp.aclose()
+            b.outstanding -= 1
 
-        return StreamingResponse(stream(), resp.status_code, out_headers)
+        return Relay(resp.aiter_raw(), resp.status_code, out_headers, on_close=release)
         # --8<-- [end:forward]
 
     return app
+
+
+class Relay(StreamingResponse):
+    """转发流式响应；无论正常写完、中途断开，还是客户端在第一个字节之前就走了，都释放一次。"""
+
+    def __init__(self, content, status_code, headers, on_close):
+        super().__init__(content, status_code, headers)
+        self.on_close = on_close
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.on_close()
 
 
 def is_sse(resp: httpx.Response) -> bool:

@@ -56,10 +56,11 @@ class ServerSettings:
     max_body_bytes: int = 64 * 1024
     request_timeout_s: float = 60.0
     max_waiting: int = 256  # 等待队列满了回 503
+    stall_timeout_s: float = 30.0  # 一步前向超过这么久没结束，/health 就回 503
 
     def __post_init__(self):
-        if min(self.rate_per_key, self.request_timeout_s) <= 0:
-            raise ValueError("rate_per_key、request_timeout_s 须 > 0")
+        if min(self.rate_per_key, self.request_timeout_s, self.stall_timeout_s) <= 0:
+            raise ValueError("rate_per_key、request_timeout_s、stall_timeout_s 须 > 0")
         if (
             min(
                 self.burst_per_key,
@@ -161,11 +162,13 @@ def create_app(
     # --8<-- [start:probes]
     @app.get("/health")
     async def health():
-        """存活：引擎循环还在、没有放弃。失败时 Kubernetes 重启容器。"""
+        """存活：引擎循环还在、没有放弃、这一步没有卡住。失败时 Kubernetes 重启容器。"""
         engine = app.state.engine
-        if engine.alive:
+        stalled = engine.stalled_for()
+        if engine.alive and stalled <= settings.stall_timeout_s:
             return {"status": "ok"}
-        return JSONResponse({"status": "dead", "reason": engine.dead}, status_code=503)
+        reason = engine.dead or f"一步前向已经跑了 {stalled:.0f} 秒"
+        return JSONResponse({"status": "dead", "reason": reason}, status_code=503)
 
     @app.get("/ready")
     async def ready():
