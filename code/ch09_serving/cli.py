@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -116,20 +117,31 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    """9.5 节：同一份负载，只改 max_num_seqs，看吞吐和时延怎样此消彼长。"""
-    print(f"{args.concurrency} 并发、{args.requests} 个请求、每个生成 {args.max_tokens} 个 token：")
-    print("| max_num_seqs | 吞吐 token/s | TTFT p50 | TTFT p95 | 时延 p50 | 时延 p95 | 错误 |")
-    print("| --: | --: | --: | --: | --: | --: | --: |")
+    """9.5 节：同一份负载，只改 max_num_seqs，看吞吐和时延怎样此消彼长。
+
+    每档起一个服务，连压 ``--repeat`` 轮，报各项的中位数；吞吐另报最小到最大，看出波动有多大。"""
+    print(f"{args.concurrency} 并发、{args.requests} 个请求、每个生成 {args.max_tokens} 个 token，"
+          f"每档 {args.repeat} 轮取中位数：")  # fmt: skip
+    print("| max_num_seqs | 吞吐 token/s | 吞吐范围 | TTFT p50 | TTFT p95 | 时延 p50 | 时延 p95 |"
+          " 错误 |")  # fmt: skip
+    print("| --: | --: | --: | --: | --: | --: | --: | --: |")
     for n in args.max_num_seqs:
         proc, url = start_process("serve", "--max-num-seqs", str(n))
         try:
-            s = summarize(*asyncio.run(run_load(load_config(args, url))))
+            runs = [summarize(*asyncio.run(run_load(load_config(args, url))))
+                    for _ in range(args.repeat)]  # fmt: skip
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-        t, e = s.ttft_ms, s.latency_ms
-        print(f"| {n} | {s.output_tok_per_s:.0f} | {t['p50']:.0f} ms | {t['p95']:.0f} ms | "
-              f"{e['p50']:.0f} ms | {e['p95']:.0f} ms | {s.errors} |")  # fmt: skip
+        tput = [s.output_tok_per_s for s in runs]
+        ms = [
+            statistics.median(getattr(s, field)[q] for s in runs)
+            for field in ("ttft_ms", "latency_ms")
+            for q in ("p50", "p95")
+        ]
+        print(f"| {n} | {statistics.median(tput):.0f} | {min(tput):.0f}–{max(tput):.0f} | "
+              + " | ".join(f"{v:.0f} ms" for v in ms)
+              + f" | {sum(s.errors for s in runs)} |")  # fmt: skip
 
 
 def add_load_args(p: argparse.ArgumentParser) -> None:
@@ -186,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tune", help="扫描 max_num_seqs：每档起一个服务、压一轮")
     t.add_argument("--max-num-seqs", type=count, nargs="+", default=[1, 4, 16, 32],
                    help="要试的取值（默认 1 4 16 32）")  # fmt: skip
+    t.add_argument("--repeat", type=count, default=3, help="每档压几轮，取中位数（默认 3）")
     add_load_args(t)
     t.set_defaults(fn=cmd_tune)
 
