@@ -50,6 +50,7 @@ DEMO_METRICS = {
     "vllm:generation_tokens_total": "counter",
     "vllm:request_success_total": "counter",
     "vllm:num_preemptions_total": "counter",
+    "vllm:admission_rejections_total": "counter",
     "book_http_responses_total": "counter",
 }
 METRIC_TOKEN = re.compile(r"\b((?:vllm:|book_)[a-zA-Z0-9_:]+)")
