@@ -142,9 +142,29 @@ def test_hung_forward_pass_fails_liveness(procs):
             statuses = []
             for _ in range(25):
                 await asyncio.sleep(0.1)
-                statuses.append((await client.get("/health")).status_code)
+                health, ready = await client.get("/health"), await client.get("/ready")
+                statuses.append((health.status_code, ready.status_code))
             job.cancel()
             return statuses
 
     statuses = asyncio.run(main())
-    assert statuses[0] == 200 and statuses[-1] == 503
+    assert statuses[0] == (200, 200) and (503, 503) in statuses
+
+
+def test_when_every_replica_is_full_the_client_still_gets_retry_after(procs):
+    full = ("--max-num-seqs", "1", "--max-waiting", "1", "--inject-delay", "0.05")
+    _, a = procs("serve", *full)
+    _, b = procs("serve", *full)
+    _, gw = procs("router", "--backend", a, "--backend", b)
+    body = {"prompt": "满", "max_tokens": 20, "ignore_eos": True}
+
+    async def main():
+        async with httpx.AsyncClient(base_url=gw, timeout=60) as client:
+            return await asyncio.gather(*(client.post("/v1/completions", json=body)
+                                          for _ in range(12)))  # fmt: skip
+
+    responses = asyncio.run(main())
+    shed = [r for r in responses if r.status_code == 503]
+    assert shed and len(shed) < 12
+    assert all(r.headers.get("Retry-After") == "1" for r in shed)  # 副本的提示原样传到客户端
+    assert metric(scrape(gw), "book_router_retries_total") >= 1  # 先换过副本

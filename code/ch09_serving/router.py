@@ -141,12 +141,12 @@ def create_router_app(
                 resp = await client.send(req, stream=True)
                 if not is_sse(resp):  # 非流式：整个读完才算成功，读到一半断了也能重试
                     await resp.aread()
-            except httpx.TimeoutException:  # 慢不等于死：不摘除，也不重发（重发会让负载翻倍）
+            except (httpx.ReadTimeout, httpx.WriteTimeout):  # 慢不等于死：不摘除，也不重发
                 b.outstanding -= 1
                 outcomes.labels(b.url, "timeout").inc()
                 return JSONResponse(P.ApiError(504, "副本响应超时", "timeout_error").body(),
                                     status_code=504)  # fmt: skip
-            except httpx.TransportError as e:  # 连不上、被重置：这个副本多半没了
+            except httpx.TransportError as e:  # 连不上、连接超时、被重置：这个副本多半没了
                 b.outstanding -= 1
                 b.healthy, last = False, f"{type(e).__name__}"
                 outcomes.labels(b.url, "connect_error").inc()
@@ -154,7 +154,12 @@ def create_router_app(
             finally:
                 if resp is not None and not is_sse(resp):
                     await resp.aclose()
-            if resp.status_code in RETRY_STATUS and attempt < router.retries:
+            others = attempt < router.retries and any(
+                x.healthy and x not in tried for x in router.backends
+            )
+            if (
+                resp.status_code in RETRY_STATUS and others
+            ):  # 没有别的副本可换时原样转回（带 Retry-After）
                 await resp.aclose()
                 b.outstanding -= 1
                 last = f"HTTP {resp.status_code}"
@@ -162,8 +167,8 @@ def create_router_app(
                 continue
             outcomes.labels(b.url, str(resp.status_code)).inc()
             return await relay(b, resp)
-        return JSONResponse(P.ApiError(503, f"所有副本都失败了（{last}）", "server_error").body(),
-                            status_code=503)  # fmt: skip
+        err = P.ApiError(503, f"所有副本都失败了（{last}）", "server_error")
+        return JSONResponse(err.body(), status_code=503, headers={"Retry-After": "1"})
 
     async def relay(b: Backend, resp: httpx.Response) -> Response:
         """把副本的响应原样转回去。流式响应边收边转，中途断了客户端会看到流被截断。"""

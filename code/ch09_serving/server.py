@@ -172,11 +172,12 @@ def create_app(
 
     @app.get("/ready")
     async def ready():
-        """就绪：活着、没在退出。失败时只是暂时不给它分流量。
+        """就绪：活着、没在退出、没卡住。失败时只是暂时不给它分流量。
         队列满不算不就绪：那时回 503 + Retry-After 更好——所有副本都满时，把它们全部摘掉
         只会让客户端连 Retry-After 都拿不到。"""
         engine = app.state.engine
-        if not engine.alive or state["draining"]:
+        stalled = engine.stalled_for() > settings.stall_timeout_s  # 卡住了：别再往这里送请求
+        if not engine.alive or state["draining"] or stalled:
             return JSONResponse({"status": "not ready"}, status_code=503)
         return {"status": "ready"}
         # --8<-- [end:probes]
