@@ -16,7 +16,7 @@ import pytest
 from ch09_serving.cli import start_process
 from ch09_serving.loadgen import LoadConfig, run_load, summarize
 from ch09_serving.router import Router
-from test_ch09_serving import metric, scrape, stop
+from test_ch09_serving import arun, metric, scrape, stop
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def procs():
 
 def load(url, requests=160, **kw):
     cfg = LoadConfig(url, requests=requests, concurrency=32, max_tokens=16, stream=False, **kw)
-    return summarize(*asyncio.run(run_load(cfg)))
+    return summarize(*arun(run_load(cfg)))
 
 
 def router_stats(url):
@@ -82,7 +82,7 @@ def test_least_outstanding_sends_less_to_a_slow_replica(procs):
     shares = {}
     for policy in ("round_robin", "least_outstanding"):
         gw_proc, gw = procs("router", "--backend", slow, "--backend", fast, "--policy", policy)
-        s = load(gw, requests=160)
+        s = load(gw, requests=96)
         assert s.errors == 0
         m = scrape(gw)
         to_slow = metric(m, "book_router_requests_total", backend=slow)
@@ -147,7 +147,7 @@ def test_hung_forward_pass_fails_liveness(procs):
             job.cancel()
             return statuses
 
-    statuses = asyncio.run(main())
+    statuses = arun(main())
     assert statuses[0] == (200, 200) and (503, 503) in statuses
 
 
@@ -163,7 +163,7 @@ def test_when_every_replica_is_full_the_client_still_gets_retry_after(procs):
             return await asyncio.gather(*(client.post("/v1/completions", json=body)
                                           for _ in range(12)))  # fmt: skip
 
-    responses = asyncio.run(main())
+    responses = arun(main())
     shed = [r for r in responses if r.status_code == 503]
     assert shed and len(shed) < 12
     assert all(r.headers.get("Retry-After") == "1" for r in shed)  # 副本的提示原样传到客户端

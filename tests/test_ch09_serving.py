@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -25,6 +26,13 @@ from tinyllm.tokenizer import ByteTokenizer
 KEY = "sk-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 TOK = ByteTokenizer()
+
+
+def arun(coro):
+    """在新线程里跑协程：同一个 pytest 进程里浏览器测试（Playwright 同步 API）的事件循环还开着，
+    主线程上不能再调 asyncio.run。"""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -65,14 +73,14 @@ def metric(samples: dict[str, float], name: str, **labels) -> float:
 def test_32_concurrent_clients_hundreds_of_requests_zero_errors(server):
     before = scrape(server)
     cfg = LoadConfig(server, requests=320, concurrency=32, max_tokens=8, api_key=KEY)
-    results, wall = asyncio.run(run_load(cfg))
+    results, wall = arun(run_load(cfg))
     s = summarize(results, wall)
     assert (s.requests, s.errors) == (320, 0), s.errors_by_status
     assert all(r.tokens == 8 for r in results)
     assert s.ttft_ms["p50"] <= s.latency_ms["p50"]
     chat = LoadConfig(server, requests=64, concurrency=32, max_tokens=4, api_key=KEY, chat=True,
                       stream=False)  # fmt: skip
-    s2 = summarize(*asyncio.run(run_load(chat)))
+    s2 = summarize(*arun(run_load(chat)))
     assert (s2.requests, s2.errors) == (64, 0)
     after = scrape(server)
     done = "vllm:request_success_total"
@@ -127,7 +135,7 @@ def test_bad_requests_get_the_right_4xx_while_serving(server):
             got.append(("GET 不允许", r.status_code, 405, r.text))
         return got, await load
 
-    got, (results, wall) = asyncio.run(main())
+    got, (results, wall) = arun(main())
     for what, status, want, text in got:
         assert status == want, (what, status, text)
         assert "Traceback" not in text and 'File "' not in text, what
@@ -246,7 +254,7 @@ def test_sigterm_drains_in_flight_requests():
             return await asyncio.gather(*tasks)
 
     try:
-        results = asyncio.run(main())
+        results = arun(main())
         assert results == [(200, "length")] * 8  # 在途的 8 个请求全部完整结束
         # uvicorn 做完优雅退出后把 SIGTERM 重新抛给自己，退出状态就是“被 SIGTERM 结束”
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
@@ -274,7 +282,7 @@ def test_engine_with_tiny_kv_pool_preempts_but_gives_the_same_tokens():
         await engine.stop()
         return out, engine.scheduler.num_preemptions
 
-    out, preemptions = asyncio.run(main())
+    out, preemptions = arun(main())
     assert preemptions > 0
     for p, got in zip(prompts, out, strict=True):
         assert got == generate(model, p, 24)
@@ -312,7 +320,7 @@ def test_full_queue_sheds_load_with_503_and_retry_after():
                     *(client.post("/v1/completions", json=body) for _ in range(8))
                 )
 
-        responses = asyncio.run(main())
+        responses = arun(main())
         codes = sorted(r.status_code for r in responses)
         assert codes.count(200) >= 2 and set(codes) == {200, 503}, codes  # 队列容得下的那几个
         shed = [r for r in responses if r.status_code == 503]
