@@ -105,30 +105,20 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
     }
 
 
-def completion_body(rid: str, model: str, text: str, finish: str | None, chat: bool) -> dict:
-    """非流式的整段响应（chat=False 为 text_completion，True 为 chat.completion）。"""
-    if chat:
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}}
-    else:
+def response_body(
+    rid: str, model: str, text: str, finish: str | None, chat: bool, stream: bool = False
+) -> dict:
+    """补全（text_completion）或对话（chat.completion）的响应；stream 为真时是 SSE 的一个增量。"""
+    if not chat:
         choice = {"index": 0, "text": text, "logprobs": None}
-    return {
-        "id": rid,
-        "object": "chat.completion" if chat else "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [choice | {"finish_reason": finish}],
-    }
-
-
-def chunk_body(rid: str, model: str, text: str, finish: str | None, chat: bool) -> dict:
-    """流式的一个增量（SSE 的一条 data）。"""
-    if chat:
+    elif stream:
         choice = {"index": 0, "delta": {"role": "assistant", "content": text} if text else {}}
     else:
-        choice = {"index": 0, "text": text, "logprobs": None}
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}}
+    kind = ("chat.completion.chunk" if stream else "chat.completion") if chat else "text_completion"
     return {
         "id": rid,
-        "object": "chat.completion.chunk" if chat else "text_completion",
+        "object": kind,
         "created": int(time.time()),
         "model": model,
         "choices": [choice | {"finish_reason": finish}],

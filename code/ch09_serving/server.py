@@ -269,7 +269,7 @@ def create_app(
             return StreamingResponse(sse(rid, req, prompt, params, out, tokens, chat, deadline),
                                      media_type="text/event-stream")  # fmt: skip
         finish = finish_reason(out, params)
-        body = P.completion_body(rid, settings.model_name, TOKENIZER.decode(out), finish, chat)
+        body = P.response_body(rid, settings.model_name, TOKENIZER.decode(out), finish, chat)
         return body | {"usage": P.usage(len(prompt), len(out))}
         # --8<-- [end:complete]
 
@@ -306,11 +306,17 @@ def create_app(
                 async with asyncio.timeout_at(asyncio.get_running_loop().time()
                                               + deadline - time.monotonic()):  # fmt: skip
                     if out and (text := delta(out[0])):
-                        yield event(P.chunk_body(rid, settings.model_name, text, None, chat))
+                        yield event(
+                            P.response_body(rid, settings.model_name, text, None, chat, stream=True)
+                        )
                     async for token in tokens:
                         out.append(token)
                         if text := delta(token):
-                            yield event(P.chunk_body(rid, settings.model_name, text, None, chat))
+                            yield event(
+                                P.response_body(
+                                    rid, settings.model_name, text, None, chat, stream=True
+                                )
+                            )
             except TimeoutError:
                 yield event(timeout_error(settings.request_timeout_s).body())
             except EngineError as e:
@@ -318,9 +324,11 @@ def create_app(
             else:
                 tail = decoder.decode(b"", final=True)
                 finish = finish_reason(out, params)
-                yield event(P.chunk_body(rid, settings.model_name, tail, finish, chat))
+                yield event(
+                    P.response_body(rid, settings.model_name, tail, finish, chat, stream=True)
+                )
                 if req.stream_options and req.stream_options.include_usage:
-                    usage = P.chunk_body(rid, settings.model_name, "", None, chat)
+                    usage = P.response_body(rid, settings.model_name, "", None, chat, stream=True)
                     yield event(usage | {"choices": [], "usage": P.usage(len(prompt), len(out))})
         yield "data: [DONE]\n\n"
         # --8<-- [end:sse]
