@@ -10,7 +10,7 @@ NBIN   := $(NODE)/node_modules/.bin
 export NO_MKDOCS_2_WARNING := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help serve build test install lint lighthouse pdf figures model drafts notebooks clean
+.PHONY: help serve build test install lint lighthouse pdf figures results model drafts notebooks clean
 
 help:
 	@echo "make serve      建虚拟环境、只装站点依赖，并在 http://127.0.0.1:8000 预览"
@@ -21,6 +21,7 @@ help:
 	@echo "make install    装各章示例代码（python -m chNN_... 可用）"
 	@echo "make figures    用各章代码重新生成文中的图"
 	@echo "make notebooks  重新执行练习笔记本并写回输出"
+	@echo "make results    重新测量附录 C 的结果表（约 5 分钟，记录本机环境）"
 	@echo "make model      在本书正文上重新训练随书的小模型（约 15 分钟）"
 	@echo "make drafts     重新训练第 8 章的草稿模型与 EAGLE 草稿头（约 10 分钟）"
 
@@ -75,6 +76,9 @@ lighthouse: $(VENV)/.all $(NODE)/node_modules/.installed
 
 pdf: $(VENV)/.publish
 	$(BIN)/python tests/tools/pdf.py --out build/book.pdf
+
+results: $(VENV)/.all
+	$(BIN)/python tests/tools/results.py
 
 figures: $(VENV)/.all
 	$(BIN)/python -m ch01_economics plot --out docs/assets/figures/ch01-price-decline.svg
