@@ -232,7 +232,7 @@ def cmd_vision(args: argparse.Namespace) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> None:
-    from tinyllm import load_model
+    from tinyllm.hf import load_model
 
     from .compiled import compiler_available, measure
 
@@ -255,9 +255,10 @@ def cmd_compile(args: argparse.Namespace) -> None:
         f"编译后每步 {med(lambda r: r.compiled_ms):.2f} ms，"
         f"加速 {med(lambda r: r.speedup):.2f}×"
     )
+    steps = med(lambda r: r.break_even_steps)
+    payback = f"约 {steps:,.0f} 个解码步回本" if steps != float("inf") else "编译后没有更快，不回本"
     print(
-        f"编译耗时 {med(lambda r: r.compile_s):.1f} s，"
-        f"约 {med(lambda r: r.break_even_steps):,.0f} 个解码步回本；"
+        f"编译耗时 {med(lambda r: r.compile_s):.1f} s，{payback}；"
         f"贪心输出与 eager 一致：{all(r.same_tokens for r in reports)}"
     )
 

@@ -101,7 +101,7 @@ def run(name: str) -> Path:
         [sys.executable, "-m", *argv], cwd=ROOT / "code", env=env, capture_output=True, text=True
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"{name} 失败（退出码 {proc.returncode}）：\n{proc.stderr}")
+        sys.exit(f"{name} 失败（退出码 {proc.returncode}）：\n{proc.stderr}")
     seconds = time.monotonic() - start
     lines = [
         f"**{title}**",
