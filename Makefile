@@ -69,7 +69,8 @@ lint: $(VENV)/.all $(NODE)/node_modules/.installed
 
 test: $(VENV)/.all lint
 	@command -v chromium >/dev/null || echo "注意：未找到 chromium，浏览器、Lighthouse 与 PDF 测试将跳过（CI=true 时判为失败）。"
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not serial"
+	$(BIN)/python -m pytest -m serial
 
 lighthouse: $(VENV)/.all $(NODE)/node_modules/.installed
 	$(BIN)/python tests/tools/lighthouse.py

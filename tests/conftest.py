@@ -64,6 +64,17 @@ def chromium_path() -> str:
     return require_tool(find_chromium(), NO_BROWSER)
 
 
+SITE_FIXTURES = {"built_site", "site_url", "browser", "offline_site", "book"}
+
+
+def pytest_collection_modifyitems(items):
+    """并行（pytest -n）时，用到构建站点或浏览器的测试都归到同一个 worker：站点只构建一次，
+    浏览器只启动一次，mkdocs-jupyter 的缓存目录也不会被两个构建同时删改。"""
+    for item in items:
+        if SITE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("site"))
+
+
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory) -> tuple[Path, str]:
     """用 ``mkdocs build --strict`` 构建一次站点，返回 (输出目录, 构建日志)。"""

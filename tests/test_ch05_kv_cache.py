@@ -74,6 +74,7 @@ def test_recompute_flops_grow_quadratically_and_cached_linearly(model):
     assert cached[1] / cached[0] < 2.2  # 缓存接近线性
 
 
+@pytest.mark.serial  # 计时比较：不与其他测试进程同时跑
 def test_cached_decode_step_is_faster_than_recompute_at_long_context(model):
     ((_, naive, cached),) = step_times(model, [256], repeats=3)
     assert naive > 2 * cached

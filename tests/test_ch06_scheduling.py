@@ -88,6 +88,7 @@ def test_continuous_batching_with_chunking_and_preemption_keeps_greedy_tokens(mo
         )
 
 
+@pytest.mark.serial  # 计时比较：不与其他测试进程同时跑
 def test_static_and_continuous_agree_on_tokens_and_continuous_wins(model):
     trace = small_trace(10, seed=2)
     config = SchedulerConfig(

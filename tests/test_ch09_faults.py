@@ -76,6 +76,7 @@ def test_failing_replica_returns_500_then_declares_itself_dead(procs):
     assert (s.requests, s.errors) == (96, 0)
 
 
+@pytest.mark.serial  # 计时比较：不与其他测试进程同时跑
 def test_least_outstanding_sends_less_to_a_slow_replica(procs):
     _, slow = procs("serve", "--inject-delay", "0.1")
     _, fast = procs("serve")

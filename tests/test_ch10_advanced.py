@@ -298,6 +298,7 @@ needs_cxx = pytest.mark.skipif(
 )
 
 
+@pytest.mark.serial  # 计时比较：不与其他测试进程同时跑
 @needs_cxx
 def test_compiled_decode_step_gives_same_tokens_and_is_faster():
     from ch10_advanced.compiled import measure
@@ -311,6 +312,7 @@ def test_compiled_decode_step_gives_same_tokens_and_is_faster():
     assert report.compile_s > 0.5  # 编译是真的发生了，而且代价可见
 
 
+@pytest.mark.serial  # 计时比较：不与其他测试进程同时跑
 @needs_cxx
 def test_inductor_fused_add_rmsnorm_beats_eager_on_cpu():
     from ch10_advanced.fused_bench import bench

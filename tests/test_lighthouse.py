@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 from conftest import chromium_path
 
+pytestmark = pytest.mark.serial  # 性能分对机器负载敏感：在串行阶段单独跑
+
 
 def test_lighthouse_scores_meet_targets(built_site, capsys):
     chromium_path()
