@@ -209,7 +209,12 @@ def test_token_counts_and_costs_grow_with_resolution():
 
 
 # ---- 10.2 异构部署 ----
-from ch10_advanced.hetero import place, rl_iteration_cost, train_microbatch  # noqa: E402
+from ch10_advanced.hetero import (  # noqa: E402
+    place,
+    rl_iteration_cost,
+    rollout_fits,
+    train_microbatch,
+)
 
 
 def test_training_is_compute_bound_and_rollout_is_memory_bound():
@@ -232,6 +237,10 @@ def test_training_is_compute_bound_and_rollout_is_memory_bound():
         cfg, 10**6, 4 * 10**6, [h100, h200], {"h100-sxm": 3.0, "h200-sxm": 3.0}
     )
     assert same_price[0].rollout_gpu == "h200-sxm" and same_price[0].usd < plans[0].usd
+    # batch 256 × 2048 的 KV 加权重约 85 GB：80 GB 的 H100 放不下，141 GB 的 H200 放得下
+    assert not rollout_fits(cfg, h100, 256, 2048) and rollout_fits(cfg, h200, 256, 2048)
+    only_h200 = rl_iteration_cost(cfg, 10**6, 4 * 10**6, [h100, h200], prices, batch=256)
+    assert {p.rollout_gpu for p in only_h200} == {"h200-sxm"}
 
 
 # ---- 10.7 Triton 融合算子（CPU 上用 TRITON_INTERPRET=1）----

@@ -62,7 +62,8 @@ def cmd_lut(args: argparse.Namespace) -> None:
         f"查表分组 g = 4："
     )
     print(
-        "| 比特 | 查表与反量化的最大差 | 量化误差（相对） | 乘加（反量化） | 查表次数 | 建表加法 |"
+        "| 比特 | 查表与反量化的最大差 | 量化误差（相对） "
+        "| 乘加（反量化，每行激活） | 查表次数（每行） | 建表加法（每行） |"
     )
     print("| --: | --: | --: | --: | --: | --: |")
     for bits in args.bits:
@@ -119,7 +120,7 @@ def cmd_serve_sandbox(args: argparse.Namespace) -> None:
 def cmd_hetero(args: argparse.Namespace) -> None:
     from ch03_gpu.roofline import decode
 
-    from .hetero import place, rl_iteration_cost, train_microbatch
+    from .hetero import place, rl_iteration_cost, rollout_fits, train_microbatch
 
     name, cfg, _ = load_models()[args.model]
     prices = dict(args.price)
@@ -134,11 +135,18 @@ def cmd_hetero(args: argparse.Namespace) -> None:
         "单价是本命令的输入（示例假设，不是报价）："
         + "，".join(f"{k} ${v}/h" for k, v in prices.items())
     )
-    for title, w, tokens in (("训练", train, args.microbatch), ("rollout 解码", roll, args.batch)):
+    fit = [g for g in gpus if rollout_fits(cfg, g, args.batch, args.context)]
+    if len(fit) < len(gpus):
+        print("单卡放不下 rollout 的权重加 KV、不参与 rollout："
+              + "，".join(g.key for g in gpus if g not in fit))  # fmt: skip
+    for title, w, tokens, cands in (
+        ("训练", train, args.microbatch, gpus),
+        ("rollout 解码", roll, args.batch, fit),
+    ):
         print(f"\n{title}：每百万 token 的成本（屋脊线模型，不含效率折扣）")
         print("| GPU | 受限于 | 每 token 时间 | $/百万 token |")
         print("| --- | --- | --: | --: |")
-        for r in place(w, tokens, gpus, prices):
+        for r in place(w, tokens, cands, prices):
             print(
                 f"| {r.gpu} | {r.bound} | {r.seconds_per_token * 1e6:.2f} µs "
                 f"| {r.usd_per_million:.3f} |"
@@ -194,7 +202,7 @@ def cmd_moe(args: argparse.Namespace) -> None:
                 f"| {label} | {cf} | {st['capacity']} | {st['dropped']:.1%} | "
                 f"{st['max_over_mean']:.2f} | {st['balance_loss']:.3f} |"
             )
-    print(f"\n只用均衡损失训练偏斜路由器 {args.steps} 步（SGD）：")
+    print(f"\n只用均衡损失训练偏斜路由器 {args.steps} 步（SGD）：\n")
     print("| 步数 | 丢弃（容量因子 1.25） | 最忙专家/平均 | 均衡损失 |")
     print("| --: | --: | --: | --: |")
     done = 0

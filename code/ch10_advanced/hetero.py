@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ch03_gpu.roofline import Workload, decode, matmul_params
 from ch03_gpu.specs import GpuSpec
+from ch03_gpu.vram import kv_cache_bytes, weight_bytes
 from tinyllm import ModelConfig
 
 ACTIVATION_BYTES_PER_LAYER_TOKEN = 34  # × hidden；FlashAttention 下不存 s×s 的注意力矩阵
@@ -59,6 +60,14 @@ def place(w: Workload, tokens: int, gpus: list[GpuSpec], usd_per_hour: dict[str,
     # --8<-- [end:place]
 
 
+def rollout_fits(cfg: ModelConfig, gpu: GpuSpec, batch: int, context: int,
+                 utilization: float = 0.92) -> bool:  # fmt: skip
+    """BF16 权重加 batch 条 context 长的 KV 能否装进一张卡（0.92 是 vLLM 0.33.0 的
+    ``gpu_memory_utilization`` 默认值；激活与 CUDA Graph 的开销未计，实际余量更小）。"""
+    need = weight_bytes(cfg) + kv_cache_bytes(cfg, context, batch)
+    return need <= gpu.memory_gb * 1e9 * utilization
+
+
 # --8<-- [start:plan]
 @dataclass(frozen=True)
 class RlPlan:
@@ -81,7 +90,10 @@ def rl_iteration_cost(
     train = {
         p.gpu: p for p in place(train_microbatch(cfg, microbatch), microbatch, gpus, usd_per_hour)
     }
-    roll = {p.gpu: p for p in place(decode(cfg, batch, context), batch, gpus, usd_per_hour)}
+    fitting = [g for g in gpus if rollout_fits(cfg, g, batch, context)]
+    if not fitting:
+        raise ValueError(f"batch {batch}、上下文 {context} 的权重加 KV 在所有候选卡上都放不下")
+    roll = {p.gpu: p for p in place(decode(cfg, batch, context), batch, fitting, usd_per_hour)}
     plans = [
         RlPlan(
             t,

@@ -28,6 +28,9 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 
 NOBODY = 65534
+# 新的用户与网络命名空间。没有再加 PID 命名空间：unshare --fork 在子进程被信号杀死时
+# 转发不了 SIGXCPU 这类退出原因；派生进程改由审计钩子与进程组 SIGKILL 管
+UNSHARE = ("-rn",)
 
 
 # --8<-- [start:limits]
@@ -90,6 +93,8 @@ def inside(path):
     return p == ROOT or p.startswith(ROOT + os.sep), p
 
 def guard(event, args):
+    if event == "import" and args[0] in ("_posixsubprocess", "_ctypes"):
+        raise PermissionError(f"sandbox: import {args[0]} is not allowed")  # 它们不触发审计事件
     if event in BLOCKED:
         raise PermissionError(f"sandbox: {event} is not allowed")
     if event == "open" and not isinstance(args[0], int):
@@ -135,7 +140,7 @@ def isolation_mode() -> tuple[bool, bool]:
     python = [sys.executable, "-I", "-c", "pass"]
     drop = os.geteuid() == 0 and _works(python, True)
     unshare = shutil.which("unshare")
-    netns = unshare is not None and _works([unshare, "-rn", *python], drop)
+    netns = unshare is not None and _works([unshare, *UNSHARE, *python], drop)
     return drop, netns
 
 
@@ -182,7 +187,7 @@ def run_code(code: str, limits: Limits | None = None) -> RunResult:
     drop, netns = isolation_mode()
     cmd = [sys.executable, "-I", "-c", GUARD]
     if netns:
-        cmd = [shutil.which("unshare") or "unshare", "-rn", *cmd]
+        cmd = [shutil.which("unshare") or "unshare", *UNSHARE, *cmd]
     with tempfile.TemporaryDirectory(prefix="sandbox-") as work:
         with open(os.path.join(work, "main.py"), "w", encoding="utf-8") as f:
             f.write(code)
@@ -217,7 +222,7 @@ def run_code(code: str, limits: Limits | None = None) -> RunResult:
             os.killpg(proc.pid, signal.SIGKILL)  # 整个进程组，连同它可能派生的子进程
         proc.wait()
         for t in readers:
-            t.join()
+            t.join(timeout=2)  # 万一有漏网的后代进程还握着管道，也不无限等
         wall = time.monotonic() - start
     status = classify(proc.returncode, bytes(err), timed_out, over.is_set())
     text = bytes(out).decode("utf-8", "replace"), bytes(err).decode("utf-8", "replace")

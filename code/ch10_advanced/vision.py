@@ -7,7 +7,8 @@
 - 动态分辨率（Qwen2-VL，arXiv 2409.12191）：长宽各取整到 28 的倍数并把像素数夹在
   [min_pixels, max_pixels] 之间，按 14×14 切 patch，再把相邻 2×2 个 patch 合成一个 token。
   token 数随分辨率变；``qwen2vl_resize`` 与 transformers 5.23.0 的 ``smart_resize``
-  结果一致（有测试）。
+  结果一致（有测试）。默认的 ``max_pixels`` 取 transformers 图像处理器的类默认值 28²·1280；
+  Qwen2-VL 模型仓库自带的 preprocessor_config.json 设得更大，从仓库加载时以仓库的值为准。
 
 视觉编码器是双向注意力的 ViT；语言模型的预填充沿用第 3 章的 ``prefill`` 工作量模型。
 """
