@@ -6,17 +6,15 @@
 vLLM 里对应的算子叫 ``fused_add_rms_norm``（``vllm._custom_ops``，CUDA 实现）。
 
 没有 GPU 时，设 ``TRITON_INTERPRET=1`` 让 Triton 用解释器在 CPU 上逐个程序执行同一份内核代码，
-用来测正确性（不能用来测速度）。必须在导入 triton 之前设置，所以本模块在导入时按需设置它。
+用来测正确性（不能用来测速度）。它必须在 triton 第一次被导入之前设置，所以由包的入口
+``ch10_advanced/__init__.py`` 按需设置。
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from . import TRITON_TOO_LATE  # 包的入口已按需打开解释器模式
 
 try:
     import triton
@@ -28,6 +26,11 @@ except ImportError:  # pragma: no cover - 依赖里钉了 triton；这里只为�
 def require_triton() -> None:
     if triton is None:
         raise RuntimeError("需要 triton：pip install triton==3.9.0")
+    if TRITON_TOO_LATE:
+        raise RuntimeError(
+            "triton 在打开解释器模式之前已被导入（例如先用了 torch 的优化器）；"
+            "请在启动 Python 前 export TRITON_INTERPRET=1，或最先 import ch10_advanced"
+        )
 
 
 # --8<-- [start:reference]
