@@ -21,7 +21,7 @@ help:
 	@echo "make install    装各章示例代码（python -m chNN_... 可用）"
 	@echo "make figures    用各章代码重新生成文中的图"
 	@echo "make notebooks  重新执行练习笔记本并写回输出"
-	@echo "make results    重新测量附录 C 的结果表（约 5 分钟，记录本机环境）"
+	@echo "make results    重新测量附录 C 的结果表（约 10 分钟，记录本机环境）"
 	@echo "make model      在本书正文上重新训练随书的小模型（约 15 分钟）"
 	@echo "make drafts     重新训练第 8 章的草稿模型与 EAGLE 草稿头（约 10 分钟）"
 

@@ -257,8 +257,9 @@ def test_triton_add_rmsnorm_equals_reference_in_float32(shape):
 
     assert os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()
     torch.manual_seed(sum(shape))
-    x, res = torch.randn(shape), torch.randn(shape)
-    w = torch.randn(shape[-1])
+    dev = "cuda" if torch.cuda.is_available() else "cpu"  # 有 GPU 时跑编译后的内核
+    x, res = torch.randn(shape, device=dev), torch.randn(shape, device=dev)
+    w = torch.randn(shape[-1], device=dev)
     y0, r0 = add_rmsnorm_reference(x, res.clone(), w)
     res1 = res.clone()
     y1, r1 = add_rmsnorm_fused(x, res1, w)
@@ -286,8 +287,8 @@ def test_triton_add_rmsnorm_bfloat16_within_one_ulp_and_rejects_bad_shapes():
 def test_fused_kernel_moves_less_memory():
     for rows in (1, 64, 4096):
         t = traffic_bytes(rows, 4096)
-        assert t["unfused"] > 3.5 * t["fused"]
-    assert traffic_bytes(1, 8)["fused"] == 2 * (5 * 8 + 8)
+        assert t["unfused"] > 5 * t["fused"]
+    assert traffic_bytes(1, 8)["fused"] == 2 * (4 * 8 + 8)  # 读 x、residual、w，写 residual、y
 
 
 def test_ch10_cli_errors_are_one_line(capsys):

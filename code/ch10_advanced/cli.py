@@ -284,9 +284,10 @@ def cmd_fused(args: argparse.Namespace) -> None:
     print(
         "Triton 内核（无 GPU 时用 TRITON_INTERPRET=1 在 CPU 上解释执行）与未融合参考实现的最大差："
     )
+    dev = "cuda" if torch.cuda.is_available() else "cpu"  # CPU 上内核由解释器执行
     for dtype in (torch.float32, torch.bfloat16):
-        x, res = (torch.randn(8, args.hidden, dtype=dtype) for _ in range(2))
-        w = torch.randn(args.hidden, dtype=dtype)
+        x, res = (torch.randn(8, args.hidden, dtype=dtype).to(dev) for _ in range(2))
+        w = torch.randn(args.hidden, dtype=dtype).to(dev)
         y0, r0 = add_rmsnorm_reference(x, res.clone(), w)
         y1, r1 = add_rmsnorm_fused(x, res.clone(), w)
         print(

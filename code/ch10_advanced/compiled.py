@@ -7,7 +7,8 @@ TorchDynamo 在字节码层面截获 Python 函数、得到 FX 图，TorchInduct
 
 被编译的单元是 ``layers_and_head``：全部解码层加最后的归一化和输出投影。直接编译 ``model.forward``
 不行：它开头的越界检查 ``int(input_pos[-1])`` 把张量里的值取成 Python 整数，Dynamo 在那里断图，
-而且把这个整数当常量特化，位置每变一次就重编译一次（在本机上几步后就撞到重编译上限、退回 eager）。
+在 ``dynamic=False`` 下还把这个整数当常量特化，位置每变一次就重编译一次（8 次后撞到重编译上限、
+退回 eager；默认的 ``dynamic=None`` 重编译一次后改用动态形状，但断图仍在）。
 所以 ``decode_step`` 在编译区外面准备 RoPE 和掩码，只把形状固定的计算交给编译器：``pos`` 每步的值
 不同但形状不变，整个生成只编译一次。
 """

@@ -88,25 +88,20 @@ def add_rmsnorm_fused(
 
 # --8<-- [start:traffic]
 def traffic_bytes(rows: int, hidden: int, elem: int = 2) -> dict[str, int]:
-    """显存读写量（字节）。未融合按 eager 实际执行的算子：
-    加法、转 FP32、平方、求均值、rsqrt、两次乘法、转回。"""
-    n = rows * hidden
-    fused = elem * (3 * n + 2 * n + hidden)  # 读 x、residual、w 一次，写 residual、y
+    """显存读写量（字节）。未融合的按参考实现在 eager 下实际执行的每个算子逐一计：
+    每个算子读它的输入、写它的输出；FP32 中间结果每个元素 4 字节。"""
+    n, f32 = rows * hidden, 4
+    fused = elem * (2 * n + 2 * n + hidden)  # 读 x、residual、w，写 residual、y
     unfused = (
-        elem * 3 * n  # residual = x + residual：读两份写一份
-        + (elem + 4) * n  # .float()：读 BF16 写 FP32
-        + 8 * n  # pow(2)：读写 FP32
-        + 4 * n
-        + 4 * rows  # mean：读 FP32，写每行一个数
-        + 8 * rows  # rsqrt(variance + eps)
-        + 4 * n
-        + 4 * rows
-        + 4 * n  # residual.float() * inv_rms
-        + 4 * n
-        + elem * hidden
-        + 4 * n  # * weight
-        + 4 * n
-        + elem * n  # .to(bf16)
-    )
+        elem * 3 * n  # residual = x + residual：读两份、写一份
+        + 2 * (elem + f32) * n  # 两次 residual.float()：读 BF16、写 FP32
+        + 2 * f32 * n  # pow(2)
+        + f32 * n + f32 * rows  # mean(-1)：每行写一个数
+        + 4 * f32 * rows  # variance + eps、rsqrt：各读写每行一个数
+        + 2 * f32 * n + f32 * rows  # * rsqrt(...)：读整行与每行的数，写整行
+        + (elem + f32) * hidden  # weight.float()
+        + 2 * f32 * n + f32 * hidden  # * weight
+        + (f32 + elem) * n  # .to(x.dtype)
+    )  # fmt: skip
     return {"fused": fused, "unfused": unfused}
     # --8<-- [end:traffic]

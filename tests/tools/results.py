@@ -5,7 +5,7 @@
 片段开头记录这次运行的机器（CPU 型号、核数、内存）、系统、Python 与各依赖的版本和日期，
 所以表里的每个数字都能追到“在哪台机器、哪个版本、用哪条命令”测得。
 
-    python tests/tools/results.py              # 全部重跑（2 核 CPU 上约 5 分钟），即 make results
+    python tests/tools/results.py              # 全部重跑（2 核 CPU 上约 10 分钟），即 make results
     python tests/tools/results.py kv-cache     # 只重跑一条
     python tests/tools/results.py --list       # 列出全部条目与命令
 """
