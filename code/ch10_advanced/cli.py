@@ -248,6 +248,7 @@ def cmd_compile(args: argparse.Namespace) -> None:
 
     if missing := compiler_available():
         raise OSError(missing)
+    torch.set_num_threads(args.threads)  # 批大小 1 的小模型：多线程只添同步开销和噪声
     model = load_model(args.model).eval()
     prompt = [model.config.bos_token_id, *args.prompt.encode("utf-8")]
     print(
@@ -392,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prompt", default="KV Cache 的作用是", help="提示")
     c.add_argument("--new-tokens", type=count, default=64, help="解码步数（默认 64）")
     c.add_argument("--repeats", type=count, default=3, help="重复轮数（默认 3）")
+    c.add_argument("--threads", type=count, default=1, help="PyTorch CPU 线程数（默认 1）")
     c.add_argument(
         "--mode",
         choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
