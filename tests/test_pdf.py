@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 
 import pytest
 import yaml
@@ -44,8 +45,9 @@ RADICALS = re.compile("[\u2e80-\u2fdf]")
 
 
 def norm(text: str) -> str:
-    """比较时忽略空白：PDF 的文字层按排版折行，目录数据里中英文之间也没有空格。"""
-    return re.sub(r"\s+", "", text)
+    """比较时忽略空白：PDF 的文字层按排版折行，目录数据里中英文之间也没有空格。
+    再做 NFKC 归一：字体把 fi、fl 排成连字，文字层里是 U+FB01 这样的单个字符。"""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))
 
 
 def nav_pages() -> list[str]:
